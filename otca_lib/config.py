@@ -1,0 +1,266 @@
+"""The one training configuration, its validation, its derived batch arithmetic, and the named presets.
+
+A preset is a function returning a :class:`Config`; ``--set key=value`` overrides any field after it.
+Everything that can be wrong with a config is reported by :func:`validate` before any model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+FAMILIES = ("sd3", "flux", "wan")
+TRAIN_STEP_RULES = ("all", "random", "window")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class Config:
+    # ----- model -----
+    family: str = "sd3"
+    """Pipeline family: 'sd3' (StableDiffusion3Pipeline), 'flux' (FluxPipeline), 'wan' (WanPipeline, video)."""
+    model: str = "tiny-sd3"
+    """Hub id or local folder passed to the pipeline's from_pretrained; 'tiny-<family>' builds a tiny random-init pipeline offline."""
+    dtype: str = "float32"
+    """Weights and activations dtype of the frozen model ('bfloat16' on GPUs); SDE math is always float32."""
+    lora_rank: int = 0
+    """LoRA rank of the trained adapter; 0 trains all transformer weights (only sensible for tiny models)."""
+    lora_alpha: float = 0.0
+    """LoRA scaling numerator (scale = alpha / rank); 0 means alpha = rank."""
+    height: int = 32
+    """Sample height in pixels."""
+    width: int = 32
+    """Sample width in pixels."""
+    frames: int = 0
+    """Video frames (0 for an image model)."""
+
+    # ----- sample -----
+    num_steps: int = 10
+    """Denoising steps of a training rollout."""
+    eval_num_steps: int = 10
+    """Denoising steps of the deterministic (ODE) evaluation samples."""
+    sde: str = "flow_grpo"
+    """Stochastic step: 'flow_grpo' (noise level a), 'dance' (constant eta), 'cps' (coefficient-preserving); see sde.py."""
+    noise_level: float = 0.7
+    """The SDE's noise knob: a for flow_grpo / cps, eta for dance."""
+    train_steps: str = "all"
+    """Which steps are stochastic and trained (the others and the final step use the ODE): 'all', 'random' (a fresh fraction each iteration, DanceGRPO), 'window' (a sliding window, MixGRPO)."""
+    train_fraction: float = 0.6
+    """Fraction of steps trained per iteration when train_steps='random'."""
+    window_size: int = 4
+    """Trained steps in the window when train_steps='window'."""
+    window_shift_every: int = 25
+    """Iterations between one-step shifts of the window (it wraps around)."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance scale during rollouts, recomputation and evaluation; 1 disables CFG."""
+    shared_initial_noise: bool = False
+    """Start all samples of a group from the same initial noise (differences come from the SDE only)."""
+
+    # ----- batch -----
+    prompts_per_iteration: int = 4
+    """Prompts per iteration, over all processes."""
+    group_size: int = 8
+    """Samples per prompt (G); advantages compare samples within a group."""
+    rollout_batch_size: int = 8
+    """Samples per transformer call during sampling and evaluation, per process."""
+    train_micro_batch: int = 16
+    """(sample, step) pairs per forward/backward during the update, per process (gradient accumulation)."""
+    optimizer_steps_per_iteration: int = 1
+    """Optimizer steps per iteration; the iteration's (sample, step) pairs are shuffled and split evenly."""
+
+    # ----- reward -> advantage -----
+    rewards: dict = field(default_factory=lambda: {"brightness": 1.0})
+    """Reward names (see rewards.py registry) and their weights."""
+    credit: str = "grpo"
+    """Credit assignment method (credit.py) turning per-reward advantages into a [B, T] tensor."""
+    global_std: bool = False
+    """Normalise advantages by the batch std instead of each group's std."""
+    adv_eps: float = 1e-4
+    """Added to the std in the advantage denominator; a group of equal rewards gets advantage 0."""
+    adv_clip: float = 5.0
+    """Advantages are clipped to [-adv_clip, adv_clip]."""
+
+    # ----- update -----
+    learning_rate: float = 1e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    clip_range: float = 1e-4
+    """PPO ratio clip epsilon (Flow-GRPO / DanceGRPO use 1e-4)."""
+    beta: float = 0.0
+    """Weight of the KL to the reference policy (mean-space, see sde.kl_in_mean_space); 0 skips the reference forward."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm; 0 disables."""
+    ema_decay: float = 0.0
+    """EMA of the trainable weights used for evaluation and saved with checkpoints; 0 disables."""
+
+    # ----- run -----
+    iterations: int = 20
+    """Training iterations (one iteration = sample, reward, advantage, update)."""
+    seed: int = 0
+    """Seeds prompts, initial noise and SDE noise; results do not depend on the number of processes."""
+    train_prompts: str = "data/prompts/tiny_train.txt"
+    """Training prompt file, one prompt per line."""
+    test_prompts: str = "data/prompts/tiny_test.txt"
+    """Held-out prompt file for evaluation."""
+    eval_every: int = 10
+    """Evaluate on held-out prompts every K iterations (and at the end); 0 disables."""
+    eval_samples: int = 8
+    """Held-out samples per evaluation (prompts cycled, fixed seeds)."""
+    checkpoint_every: int = 10
+    """Write a checkpoint every K iterations (and at the end); 0 writes only the last one."""
+    output_dir: str = "runs/default"
+    """Where metrics, TensorBoard logs, samples and checkpoints go."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- presets
+def tiny_sd3() -> Config:
+    """A tiny random-init StableDiffusion3Pipeline, fully offline: the CPU demo and the tests."""
+    return Config(family="sd3", model="tiny-sd3", height=32, width=32, num_steps=8, eval_num_steps=8,
+                  prompts_per_iteration=4, group_size=4, rollout_batch_size=16, train_micro_batch=32,
+                  learning_rate=3e-4, rewards={"brightness": 1.0}, output_dir="runs/tiny-sd3")
+
+
+def tiny_sd3_pixel() -> Config:
+    """A tiny random-init SD3 transformer in pixel space (no VAE): the demo, where a reward visibly rises."""
+    c = tiny_sd3()
+    c.model, c.output_dir = "tiny-sd3-pixel", "runs/tiny-sd3-pixel"
+    return c
+
+
+def tiny_flux() -> Config:
+    """A tiny random-init FluxPipeline (packed latents)."""
+    c = tiny_sd3()
+    c.family, c.model, c.noise_level, c.output_dir = "flux", "tiny-flux", 0.9, "runs/tiny-flux"
+    return c
+
+
+def tiny_wan() -> Config:
+    """A tiny random-init WanPipeline (video, (B, C, F, H, W) latents)."""
+    c = tiny_sd3()
+    c.family, c.model, c.frames, c.output_dir = "wan", "tiny-wan", 9, "runs/tiny-wan"
+    return c
+
+
+PRESETS = {"tiny-sd3": tiny_sd3, "tiny-sd3-pixel": tiny_sd3_pixel, "tiny-flux": tiny_flux, "tiny-wan": tiny_wan}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def smoke(c: Config) -> Config:
+    """Shrink a config to a run of seconds (CI): 2 iterations, 2 prompts x 2 samples, 3 steps."""
+    return dataclasses.replace(c, iterations=2, num_steps=3, eval_num_steps=3, prompts_per_iteration=2,
+                               group_size=2, eval_every=2, eval_samples=2, checkpoint_every=2)
+
+
+def apply_overrides(c: Config, items: list[str]) -> Config:
+    """Apply ``key=value`` strings; values are parsed as JSON when possible (numbers, bools, dicts)."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    changes = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        if key not in fields:
+            raise ValueError(f"unknown config field {key!r}; fields are: {', '.join(fields)}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        current = getattr(c, key)
+        if isinstance(current, bool) and not isinstance(value, bool):
+            raise ValueError(f"{key} expects true or false, got {raw!r}")
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(current):
+            raise ValueError(f"{key} expects a {type(current).__name__}, got {raw!r}")
+        changes[key] = value
+    return dataclasses.replace(c, **changes)
+
+
+# ----------------------------------------------------------------------------- batch arithmetic
+def num_trained_steps(c: Config) -> int:
+    """Stochastic, trained steps per rollout. The final step is always an ODE step: the sample that is
+    decoded and rewarded then carries no injected noise (and CPS's last step has std 0)."""
+    candidates = c.num_steps - 1
+    if c.train_steps == "all":
+        return candidates
+    if c.train_steps == "random":
+        return max(1, round(c.train_fraction * candidates))
+    return min(c.window_size, candidates)
+
+
+def batch_arithmetic(c: Config, num_processes: int) -> dict[str, int]:
+    """The derived sizes of one iteration; :func:`validate` checks that they divide evenly."""
+    samples = c.prompts_per_iteration * c.group_size
+    per_process = samples // num_processes
+    pairs = per_process * num_trained_steps(c)
+    return {
+        "num_processes": num_processes,
+        "samples_per_iteration": samples,
+        "samples_per_process": per_process,
+        "trained_steps_per_sample": num_trained_steps(c),
+        "pairs_per_process": pairs,
+        "pairs_per_optimizer_step": pairs // c.optimizer_steps_per_iteration,
+        "micro_batches_per_optimizer_step": -(-(pairs // c.optimizer_steps_per_iteration) // c.train_micro_batch),
+        "transformer_calls_per_rollout": -(-per_process // c.rollout_batch_size) * c.num_steps,
+    }
+
+
+def validate(c: Config, num_processes: int = 1) -> None:
+    """Raise ValueError listing every problem of the config, before any compute."""
+    from .credit import CREDIT_METHODS
+    from .rewards import REWARDS
+    from .sde import STEPS
+
+    errors = []
+
+    def need(ok: bool, msg: str):
+        if not ok:
+            errors.append(msg)
+
+    need(c.family in FAMILIES, f"family must be one of {FAMILIES}, got {c.family!r}")
+    need(c.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {c.dtype!r}")
+    need(c.sde in STEPS and c.sde != "ode", f"sde must be one of {[k for k in STEPS if k != 'ode']}, got {c.sde!r}")
+    need(c.train_steps in TRAIN_STEP_RULES, f"train_steps must be one of {TRAIN_STEP_RULES}, got {c.train_steps!r}")
+    need(c.credit in CREDIT_METHODS, f"unknown credit method {c.credit!r}; choose one of {sorted(CREDIT_METHODS)}")
+    need(bool(c.rewards), "rewards is empty: give at least one, e.g. --set 'rewards={\"brightness\": 1.0}'")
+    for name in c.rewards:
+        need(name in REWARDS, f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}")
+    need(c.group_size >= 2, f"group_size must be >= 2 (advantages compare samples within a group), got {c.group_size}")
+    need(c.prompts_per_iteration >= 1, "prompts_per_iteration must be >= 1")
+    need(c.num_steps >= 2, f"num_steps must be >= 2 (the final step is deterministic), got {c.num_steps}")
+    need(c.eval_num_steps >= 1, "eval_num_steps must be >= 1")
+    need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
+    need(c.noise_level > 0, f"noise_level must be > 0 (0 is the ODE: no exploration, no log-prob), got {c.noise_level}")
+    need(c.sde != "cps" or c.noise_level <= 1, "cps needs noise_level in (0, 1]")
+    need(0 < c.train_fraction <= 1, "train_fraction must be in (0, 1]")
+    need(c.window_size >= 1 and c.window_shift_every >= 1, "window_size and window_shift_every must be >= 1")
+    need(c.clip_range > 0, "clip_range must be > 0")
+    need(c.beta >= 0, "beta must be >= 0")
+    need(0 <= c.ema_decay < 1, "ema_decay must be in [0, 1)")
+    need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
+    need(c.adv_clip > 0 and c.adv_eps >= 0, "adv_clip must be > 0 and adv_eps >= 0")
+    need(c.height > 0 and c.width > 0 and c.frames >= 0, "height, width must be > 0 and frames >= 0")
+    need((c.frames > 0) == (c.family == "wan"), "frames > 0 exactly for the video family 'wan'")
+    need(c.iterations >= 1, "iterations must be >= 1")
+    need(c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
+         "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1")
+    need(c.eval_every >= 0 and c.checkpoint_every >= 0 and c.eval_samples >= 1, "eval_every, checkpoint_every >= 0; eval_samples >= 1")
+    samples = c.prompts_per_iteration * c.group_size
+    need(samples % num_processes == 0,
+         f"prompts_per_iteration x group_size = {samples} samples must divide evenly over {num_processes} processes")
+    if not errors:
+        pairs = samples // num_processes * num_trained_steps(c)
+        need(pairs % c.optimizer_steps_per_iteration == 0,
+             f"{pairs} (sample, step) pairs per process do not split into {c.optimizer_steps_per_iteration} optimizer steps")
+    if errors:
+        raise ValueError("invalid config:\n  - " + "\n  - ".join(errors))

@@ -1,0 +1,511 @@
+"""Policy interface over diffusers flow-matching pipelines (SD3, Flux, Wan).
+
+The sampler and the GRPO trainer only see `Policy`; the three adapters below hide
+how each diffusers family wants its inputs.
+
+Notation (rectified flow, as in diffusers' FlowMatchEulerDiscreteScheduler):
+    x_s = (1 - s) * x0 + s * noise,  s = sigma in [0, 1], s = 1 is pure noise,
+    v   = noise - x0, the velocity the transformer predicts,
+so one Euler step from s to s' < s is  x_{s'} = x_s + (s' - s) * v.
+
+Latents are always kept *unpacked*: images (B, C, H, W), videos (B, C, F, H, W),
+with H, W the latent (VAE-downsampled) size. Conditioning is a dict of
+batch-first tensors from `encode_prompts`, so generic code can cat/index it.
+
+`load_policy(family, model)` builds a policy from a hub id or a local folder;
+the model names "tiny-sd3", "tiny-flux", "tiny-wan" build tiny random pipelines
+of the real classes, offline, for tests and CPU demos.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import tempfile
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    WanPipeline,
+    WanTransformer3DModel,
+)
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from peft import LoraConfig
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
+)
+
+FAMILIES = ("sd3", "flux", "wan")
+# offline random pipelines; "tiny-sd3-pixel" has no VAE: its state is the image itself
+TINY_MODELS = {**{f"tiny-{family}": family for family in FAMILIES}, "tiny-sd3-pixel": "sd3"}
+
+# Attention projections (plus the joint-attention context projections of SD3/Flux)
+# and, for Wan, the feed-forward layers; names checked against the diffusers classes.
+_JOINT_ATTN = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+DEFAULT_LORA_TARGETS = {
+    "sd3": _JOINT_ATTN,
+    "flux": _JOINT_ATTN,
+    "wan": ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
+}
+_FAMILY_OF_TRANSFORMER = {SD3Transformer2DModel: "sd3", FluxTransformer2DModel: "flux", WanTransformer3DModel: "wan"}
+
+
+def _shift_mu(scheduler, image_seq_len: int) -> float:
+    """Resolution-dependent shift for schedulers with use_dynamic_shifting, with the arguments
+    FluxPipeline / StableDiffusion3Pipeline pass (their two calculate_shift copies are identical)."""
+    c = scheduler.config
+    return calculate_shift(image_seq_len, c.base_image_seq_len, c.max_image_seq_len, c.base_shift, c.max_shift)
+
+
+class Policy:
+    """Base class; the three adapters subclass it.
+
+    `self.transformer` is what `velocity` calls and may be replaced by the trainer
+    with a wrapped module (DDP, accelerate), so everything else (dtype, adapters,
+    parameters, checkpoints) reads `self.unwrapped`, the module as built, and
+    `self.config`, the transformer config copied at construction.
+    """
+
+    family: str
+    is_video = False
+    max_sequence_length: int  # T5 tokens; the pipeline's __call__ default
+
+    def __init__(self, pipeline, keep_reference: bool = True):
+        self.pipeline = pipeline
+        self.transformer = pipeline.transformer
+        self.unwrapped = pipeline.transformer
+        self.config = copy.deepcopy(pipeline.transformer.config)
+        self.num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
+        for name, module in pipeline.components.items():
+            if isinstance(module, torch.nn.Module):
+                module.eval()  # no dropout anywhere: rollouts must be reproducible
+                if name != "transformer":
+                    module.requires_grad_(False)
+        # Full fine-tuning needs a frozen copy of the initial weights as reference;
+        # with LoRA the reference is the same model with the adapter switched off.
+        self._reference = None
+        if keep_reference and not self.has_lora:
+            self._reference = copy.deepcopy(self.unwrapped).requires_grad_(False)
+        self._in_reference = False
+
+    @property
+    def has_lora(self) -> bool:
+        return bool(getattr(self.unwrapped, "peft_config", None))
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.unwrapped.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def reference(self):
+        """Inside the block, `velocity` is the reference policy (LoRA off, or the frozen copy)."""
+        lora = self.has_lora
+        if not lora and self._reference is None:
+            raise RuntimeError(
+                "No reference policy: the model has no LoRA adapter and was built with "
+                "keep_reference=False, so there is no frozen copy of the initial weights."
+            )
+        # diffusers/peft toggle requires_grad when switching adapters: restore it exactly.
+        flags = [(p, p.requires_grad) for p in self.unwrapped.parameters()] if lora else []
+        if lora:
+            self.unwrapped.disable_adapters()
+        self._in_reference = True
+        try:
+            yield
+        finally:
+            self._in_reference = False
+            if lora:
+                self.unwrapped.enable_adapters()
+            for p, flag in flags:
+                p.requires_grad_(flag)
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
+        """v(x_sigma, sigma | cond) as float32 with x's shape; sigma is [B] (or a scalar) in [0, 1]."""
+        model = self.transformer
+        if self._in_reference:
+            # The reference is never trained: call the unwrapped module (LoRA disabled) or
+            # the frozen copy directly, so a DDP wrapper never sees a forward without grads.
+            model = self.unwrapped if self.has_lora else self._reference
+        dtype = self.unwrapped.dtype
+        # The model runs in its own dtype (e.g. bf16) while the sampler keeps float32
+        # states; sigma stays float32 because the timestep embedding casts it itself.
+        sigma = sigma.to(device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        cond = {k: v.to(device=x.device, dtype=dtype) for k, v in cond.items()}
+        v = self._forward(model, x.to(dtype), sigma, cond)
+        return v.float()
+
+    def _forward(self, model, x, sigma, cond) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def latent_shape(self, height: int, width: int, frames: int | None = None) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def _set_timesteps(self, num_steps: int, height: int, width: int) -> None:
+        self.pipeline.scheduler.set_timesteps(num_steps)
+
+    def sigmas(self, num_steps: int, height: int, width: int) -> torch.Tensor:
+        """float32 [num_steps + 1], from 1-ish down to 0: the pipeline's own schedule."""
+        self._set_timesteps(num_steps, height, width)
+        return self.pipeline.scheduler.sigmas.to("cpu", torch.float32).clone()
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image latents (B, C, H, W) -> pixels (B, 3, f*H, f*W) in [0, 1], float32 (f = VAE factor)."""
+        vae = self.pipeline.vae
+        if vae is None:  # pixel-space model: the state is the image itself, in [-1, 1]
+            return (x.float() / 2 + 0.5).clamp(0, 1)
+        # Inverse of the encoder-side normalisation, as the pipelines do before vae.decode.
+        z = x.to(vae.device, vae.dtype) / vae.config.scaling_factor + (vae.config.shift_factor or 0.0)
+        image = vae.decode(z, return_dict=False)[0]  # [-1, 1]
+        return (image.float() / 2 + 0.5).clamp(0, 1)
+
+
+class SD3Policy(Policy):
+    family = "sd3"
+    max_sequence_length = 256
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts):
+        embeds, _, pooled, _ = self.pipeline.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        # embeds: (B, 77 + T5 tokens, joint_attention_dim), pooled: (B, pooled_projection_dim)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    def _forward(self, model, x, sigma, cond):
+        # SD3 is trained with timestep = sigma * 1000 (the scheduler's `timesteps`).
+        return model(
+            hidden_states=x, timestep=sigma * self.num_train_timesteps,
+            encoder_hidden_states=cond["prompt_embeds"], pooled_projections=cond["pooled_prompt_embeds"],
+            return_dict=False,
+        )[0]
+
+    def latent_shape(self, height, width, frames=None):
+        f = self.pipeline.vae_scale_factor if self.pipeline.vae is not None else 1  # 1: pixel space
+        return (self.config.in_channels, height // f, width // f)
+
+    def _set_timesteps(self, num_steps, height, width):
+        # SD3.5 checkpoints use a fixed shift; a scheduler with dynamic shifting gets mu
+        # from the patch-token count, as StableDiffusion3Pipeline computes it.
+        scheduler, mu = self.pipeline.scheduler, None
+        if scheduler.config.use_dynamic_shifting:
+            _, h, w = self.latent_shape(height, width)
+            mu = _shift_mu(scheduler, (h // self.config.patch_size) * (w // self.config.patch_size))
+        scheduler.set_timesteps(num_steps, mu=mu)
+
+
+def pack_latents(x: torch.Tensor) -> torch.Tensor:
+    """Flux token layout: (B, C, H, W) -> (B, H/2 * W/2, 4C), one token per 2x2 patch."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # (B, H/2, W/2, C, 2, 2)
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of `pack_latents` for a latent size (height, width)."""
+    b, _, d = tokens.shape
+    x = tokens.view(b, height // 2, width // 2, d // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # (B, C, H/2, 2, W/2, 2)
+    return x.reshape(b, d // 4, height, width)
+
+
+class FluxPolicy(Policy):
+    family = "flux"
+    max_sequence_length = 512
+    guidance_scale = 3.5  # FluxPipeline's default distilled guidance (guidance_embeds models only)
+
+    def __init__(self, pipeline, keep_reference=True):
+        super().__init__(pipeline, keep_reference)
+        self._img_ids: dict[tuple, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts):
+        # txt_ids are all zeros and shared by the batch: rebuilt in _forward, not stored.
+        embeds, pooled, _ = self.pipeline.encode_prompt(
+            prompt=prompts, prompt_2=None, max_sequence_length=self.max_sequence_length
+        )
+        # embeds: (B, T5 tokens, joint_attention_dim), pooled: (B, CLIP hidden size)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+
+    def _image_ids(self, h, w, device, dtype):
+        """(H/2 * W/2, 3) RoPE positions (0, row, col) of the packed tokens, cached per size."""
+        key = (h, w, device, dtype)
+        if key not in self._img_ids:
+            rows = torch.arange(h // 2).repeat_interleave(w // 2)
+            cols = torch.arange(w // 2).repeat(h // 2)
+            ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)
+            self._img_ids[key] = ids.to(device=device, dtype=dtype)
+        return self._img_ids[key]
+
+    def _forward(self, model, x, sigma, cond):
+        _, _, h, w = x.shape
+        embeds = cond["prompt_embeds"]
+        txt_ids = torch.zeros(embeds.shape[1], 3, device=x.device, dtype=x.dtype)
+        guidance = None
+        if self.config.guidance_embeds:
+            guidance = torch.full_like(sigma, self.guidance_scale)
+        # FluxPipeline passes timestep / 1000 = sigma; the model rescales by 1000 itself.
+        tokens = model(
+            hidden_states=pack_latents(x), timestep=sigma, guidance=guidance,
+            pooled_projections=cond["pooled_prompt_embeds"], encoder_hidden_states=embeds,
+            txt_ids=txt_ids, img_ids=self._image_ids(h, w, x.device, x.dtype), return_dict=False,
+        )[0]
+        return unpack_latents(tokens, h, w)
+
+    def latent_shape(self, height, width, frames=None):
+        # Packing needs even latent sizes, hence the rounding the pipeline also does.
+        f = self.pipeline.vae_scale_factor
+        return (self.config.in_channels // 4, 2 * (height // (2 * f)), 2 * (width // (2 * f)))
+
+    def _set_timesteps(self, num_steps, height, width):
+        # FluxPipeline always passes explicit linear sigmas plus a resolution-dependent mu.
+        _, h, w = self.latent_shape(height, width)
+        mu = _shift_mu(self.pipeline.scheduler, (h // 2) * (w // 2))  # one token per 2x2 patch
+        self.pipeline.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), mu=mu)
+
+
+class WanPolicy(Policy):
+    family = "wan"
+    is_video = True
+    max_sequence_length = 512
+
+    def __init__(self, pipeline, keep_reference=True):
+        if getattr(pipeline, "transformer_2", None) is not None:
+            raise ValueError("two-expert Wan 2.2 pipelines (transformer_2) are not supported")
+        if not isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler):
+            # Wan checkpoints ship UniPC in flow mode; the policy needs the plain Euler
+            # flow schedule with the same shift.
+            pipeline.scheduler = FlowMatchEulerDiscreteScheduler(
+                num_train_timesteps=pipeline.scheduler.config.num_train_timesteps,
+                shift=pipeline.scheduler.config.get("flow_shift", 1.0),
+            )
+        super().__init__(pipeline, keep_reference)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts):
+        embeds, _ = self.pipeline.encode_prompt(
+            prompt=prompts, do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length
+        )
+        return {"prompt_embeds": embeds}  # (B, T5 tokens, text_dim), zero past each prompt's length
+
+    def _forward(self, model, x, sigma, cond):
+        return model(
+            hidden_states=x, timestep=sigma * self.num_train_timesteps,
+            encoder_hidden_states=cond["prompt_embeds"], return_dict=False,
+        )[0]
+
+    def latent_shape(self, height, width, frames=None):
+        if frames is None:
+            raise ValueError("Wan is a video model: latent_shape needs `frames`")
+        ft, fs = self.pipeline.vae_scale_factor_temporal, self.pipeline.vae_scale_factor_spatial
+        return (self.config.in_channels, (frames - 1) // ft + 1, height // fs, width // fs)
+
+    @torch.no_grad()
+    def decode(self, x):
+        """Video latents (B, C, F, H, W) -> pixels (B, 3, frames, f*H, f*W) in [0, 1], float32."""
+        vae = self.pipeline.vae
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(vae.device, vae.dtype)
+        std = torch.tensor(vae.config.latents_std).view(shape).to(vae.device, vae.dtype)
+        z = x.to(vae.device, vae.dtype) * std + mean  # per-channel de-normalisation
+        video = vae.decode(z, return_dict=False)[0]  # (B, 3, frames, H, W) in [-1, 1]
+        return (video.float() / 2 + 0.5).clamp(0, 1)
+
+
+POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy}
+PIPELINES = {"sd3": StableDiffusion3Pipeline, "flux": FluxPipeline, "wan": WanPipeline}
+
+
+def add_lora(transformer, rank: int, alpha: float | None = None, target_modules: list[str] | None = None):
+    """Attach a LoRA adapter (peft, via diffusers' add_adapter); only its weights stay trainable."""
+    if target_modules is None:
+        target_modules = DEFAULT_LORA_TARGETS[_FAMILY_OF_TRANSFORMER[type(transformer)]]
+    transformer.requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True, target_modules=target_modules)
+    transformer.add_adapter(config)  # LoRA B = 0: the model is unchanged until trained
+    return transformer
+
+
+def load_policy(
+    family: str,
+    model: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    lora_rank: int = 0,
+    lora_alpha: float | None = None,
+    lora_targets: list[str] | None = None,
+    keep_reference: bool = True,
+) -> Policy:
+    """Load `model` (hub id, local folder or "tiny-<family>") as a Policy of `family`."""
+    if family not in POLICIES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+    if model in TINY_MODELS:
+        if TINY_MODELS[model] != family:
+            raise ValueError(f"{model!r} is not a model of family {family!r} (use 'tiny-{family}')")
+        pipeline = tiny_pipeline(model.removeprefix("tiny-"))
+        if dtype != torch.float32:  # (diffusers warns on any .to(dtype); tiny models only)
+            pipeline.to(dtype=dtype)
+    else:
+        # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
+        dtypes = {"default": dtype, "vae": torch.float32} if family == "wan" else dtype
+        try:
+            pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes)
+        except (OSError, ValueError) as err:  # huggingface_hub errors are OSErrors
+            raise RuntimeError(
+                f"Could not load {model!r} (family {family}): the weights are not in the local cache and "
+                "the hub is unreachable (HF_HUB_OFFLINE=1?), or the folder is incomplete. Download them on "
+                f"a machine with network (huggingface-cli download {model} --local-dir DIR) and pass the "
+                f"folder: --set model=DIR  [{type(err).__name__}: {err}]"
+            ) from err
+    pipeline.to(device)
+    if lora_rank > 0:
+        add_lora(pipeline.transformer, lora_rank, lora_alpha, lora_targets)
+    return POLICIES[family](pipeline, keep_reference=keep_reference)
+
+
+# ----------------------------------------------------------------------------
+# Tiny random pipelines (offline, deterministic) for tests and CPU demos.
+
+_TINY_WORDS = (
+    "a an the of and with in on at by over under top bottom middle , . photo painting drawing picture image video "
+    "cat dog bird fish horse car tree house roof chair table bowl fruit flower mountain mountains river lake sea "
+    "sky sun moon star night city street field forest beach boat man woman child background circle square "
+    "triangle red green blue yellow orange purple black white small big old new happy running flying sitting parked"
+).split()
+_TINY_VOCAB = {tok: i for i, tok in enumerate(["<pad>", "</s>", "<unk>", *_TINY_WORDS])}
+
+
+def _tiny_tokenizer(model_max_length: int):
+    """Lowercase word-level tokenizer ending every sequence with </s> (CLIP pools there, T5 expects it)."""
+    tok = Tokenizer(models.WordLevel(vocab=_TINY_VOCAB, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=model_max_length,
+        pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+    )
+
+
+def _tiny_clip(with_projection: bool):
+    config = CLIPTextConfig(
+        vocab_size=len(_TINY_VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1,  # pooled output is read at the first </s>
+    )
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
+
+
+def _tiny_t5(umt5: bool = False):
+    kwargs = dict(
+        vocab_size=len(_TINY_VOCAB), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+        relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    return UMT5EncoderModel(UMT5Config(**kwargs)) if umt5 else T5EncoderModel(T5Config(**kwargs))
+
+
+def _tiny_image_vae():
+    # 3 blocks -> vae_scale_factor 4: 32x32 px <-> 8x8 latents with 4 channels.
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=4,
+        layers_per_block=1, sample_size=32, scaling_factor=1.5, shift_factor=0.1,
+    )
+
+
+def tiny_pipeline(family: str, seed: int = 0):
+    """A tiny random-init pipeline of the family's real classes (float32, CPU, eval mode).
+
+    family: "sd3", "flux", "wan", or "sd3-pixel" (an SD3 transformer on 32x32 RGB pixels, no VAE:
+    what a reward sees is what the transformer makes, so even simple rewards are learnable).
+    """
+    with torch.random.fork_rng(devices=[]):  # deterministic without touching the caller's RNG
+        torch.manual_seed(seed)
+        if family == "sd3-pixel":
+            pipe = StableDiffusion3Pipeline(
+                transformer=SD3Transformer2DModel(
+                    sample_size=32, patch_size=4, in_channels=3, out_channels=3, num_layers=2,
+                    attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                    caption_projection_dim=32, pooled_projection_dim=32, pos_embed_max_size=8,
+                ),
+                scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+                vae=None,
+                text_encoder=_tiny_clip(True), tokenizer=_tiny_tokenizer(77),
+                text_encoder_2=_tiny_clip(True), tokenizer_2=_tiny_tokenizer(77),
+                text_encoder_3=_tiny_t5(), tokenizer_3=_tiny_tokenizer(512),
+            )
+        elif family == "sd3":
+            pipe = StableDiffusion3Pipeline(
+                transformer=SD3Transformer2DModel(
+                    sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                    attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                    caption_projection_dim=32, pooled_projection_dim=32, pos_embed_max_size=16,
+                ),
+                scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                vae=_tiny_image_vae(),
+                text_encoder=_tiny_clip(True), tokenizer=_tiny_tokenizer(77),
+                text_encoder_2=_tiny_clip(True), tokenizer_2=_tiny_tokenizer(77),
+                text_encoder_3=_tiny_t5(), tokenizer_3=_tiny_tokenizer(512),
+            )
+        elif family == "flux":
+            pipe = FluxPipeline(
+                transformer=FluxTransformer2DModel(
+                    patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                    num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16,
+                    guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+                ),
+                scheduler=FlowMatchEulerDiscreteScheduler(
+                    shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                    base_image_seq_len=256, max_image_seq_len=4096,
+                ),
+                vae=_tiny_image_vae(),
+                text_encoder=_tiny_clip(False), tokenizer=_tiny_tokenizer(77),
+                text_encoder_2=_tiny_t5(), tokenizer_2=_tiny_tokenizer(512),
+            )
+        elif family == "wan":
+            pipe = WanPipeline(
+                transformer=WanTransformer3DModel(
+                    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4,
+                    out_channels=4, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=32,
+                ),
+                scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                # 3 spatial (8x) and 2 temporal (4x) downsamplings: 9 frames of 32x32 px -> (4, 3, 4, 4).
+                vae=AutoencoderKLWan(
+                    base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                    temperal_downsample=[False, True, True],
+                    latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 1.0],
+                ),
+                text_encoder=_tiny_t5(umt5=True), tokenizer=_tiny_tokenizer(512),
+            )
+        else:
+            raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    return pipe
+
+
+def save_tiny_pipeline(family: str, folder: str | None = None, seed: int = 0) -> str:
+    """Write tiny_pipeline(family, seed) to `folder` (a new temp dir if None) for load_policy(family, folder)."""
+    folder = folder or tempfile.mkdtemp(prefix=f"tiny-{family}-")
+    tiny_pipeline(family, seed).save_pretrained(folder)
+    return folder

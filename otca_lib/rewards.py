@@ -1,0 +1,84 @@
+"""Rewards (phase 2 of an iteration: sample -> reward -> advantage -> update).
+
+A reward is a callable ``fn(pixels, prompts) -> Tensor [B]`` (float32, on any device) where pixels are
+decoded samples in [0, 1]: images (B, 3, H, W) or videos (B, 3, F, H, W). The registry ``REWARDS``
+maps a name to a factory ``make(device) -> fn``; :func:`build_rewards` builds the configured ones
+and :func:`reward` evaluates them all into a dict ``{name: [B]}``.
+
+A reward may return NaN or inf for a sample it cannot score; the advantage phase excludes such
+samples from their group (advantage.py) and the trainer counts them.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+RewardFn = Callable[[torch.Tensor, list], torch.Tensor]
+
+
+def _frames(pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) or (B, 3, F, H, W) -> (B, F, H, W, 3) uint8 on the CPU (F = 1 for images)."""
+    if pixels.ndim == 4:
+        pixels = pixels.unsqueeze(2)
+    return (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
+
+
+def _jpeg_kilobytes(pixels: torch.Tensor, quality: int = 95) -> torch.Tensor:
+    """Size in kB of each sample saved as JPEG (mean over frames for videos). [B] float32.
+
+    JPEG encoding is a per-image C call in PIL: the loop is over images, not over pixels.
+    """
+    frames = _frames(pixels).numpy()
+    sizes = np.zeros(frames.shape[:2], dtype=np.float32)
+    for b, f in np.ndindex(*sizes.shape):
+        buf = io.BytesIO()
+        Image.fromarray(frames[b, f]).save(buf, format="JPEG", quality=quality)
+        sizes[b, f] = buf.tell() / 1000.0
+    return torch.from_numpy(sizes.mean(1))
+
+
+def jpeg_compressibility(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
+    """Minus the JPEG size in kB (DDPO, Black et al. 2023): rewards simple, flat, compressible images.
+    Model-free and prompt-independent; gamed by blank images, which is the point of the DDPO task."""
+    return -_jpeg_kilobytes(pixels).to(pixels.device)
+
+
+def jpeg_incompressibility(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
+    """The JPEG size in kB (DDPO): rewards detail and texture; gamed by high-frequency noise."""
+    return _jpeg_kilobytes(pixels).to(pixels.device)
+
+
+def brightness(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
+    """Mean pixel value in [0, 1]: the simplest learnable reward, used by the learning test and demo."""
+    return pixels.float().flatten(1).mean(1)
+
+
+REWARDS: dict[str, Callable[[torch.device], RewardFn]] = {
+    "jpeg_compressibility": lambda device: jpeg_compressibility,
+    "jpeg_incompressibility": lambda device: jpeg_incompressibility,
+    "brightness": lambda device: brightness,
+}
+
+
+def build_rewards(names, device="cpu") -> dict[str, RewardFn]:
+    unknown = [n for n in names if n not in REWARDS]
+    if unknown:
+        raise ValueError(f"unknown reward(s) {unknown}; registered rewards: {sorted(REWARDS)}")
+    return {n: REWARDS[n](torch.device(device)) for n in names}
+
+
+@torch.no_grad()
+def reward(reward_fns: dict[str, RewardFn], pixels: torch.Tensor, prompts: list) -> dict[str, torch.Tensor]:
+    """Evaluate every reward on a batch. -> {name: [B] float32}; shape errors are caught here."""
+    out = {}
+    for name, fn in reward_fns.items():
+        r = torch.as_tensor(fn(pixels, prompts)).float()
+        if r.shape != (pixels.shape[0],):
+            raise ValueError(f"reward {name!r} returned shape {tuple(r.shape)}, expected ({pixels.shape[0]},)")
+        out[name] = r
+    return out

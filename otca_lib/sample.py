@@ -1,0 +1,131 @@
+"""Rollouts (phase 1 of an iteration: sample -> reward -> advantage -> update).
+
+A rollout integrates the policy from pure noise (s = 1) to a clean sample (s = 0) over the schedule
+s_0 = 1 > s_1 > ... > s_T = 0, taking a stochastic step (sde.py) at the *trained* steps and an ODE step
+elsewhere, and records what the update and the credit methods need: every state, every predicted
+clean sample x0_hat, the log-probability of every stochastic transition, and the schedule.
+
+Randomness is drawn per sample from a generator seeded by (seed, iteration, global sample index):
+a sample's trajectory is the same whether the batch runs on one process or is split over eight, and
+whatever the rollout batch size. Drawing noise sample by sample is the only per-sample loop; every
+transformer call is batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+
+from .sde import STEPS, ode_step
+
+
+@dataclass
+class Rollout:
+    """One process's trajectories. B samples, T steps, K trained steps, latent shape L = (C, H, W) or (C, F, H, W)."""
+    prompts: list             # [B] prompt strings
+    cond: dict                # encoded prompts, each tensor [B, ...]
+    uncond: dict | None       # encoded empty prompts [B, ...] when CFG is on, else None
+    sigmas: torch.Tensor      # [T + 1] float32, s_0 = 1 (or the scheduler's first level) ... s_T = 0
+    states: torch.Tensor      # [B, T + 1, *L] float32: states[:, t] is the input of step t, states[:, T] the sample
+    x0_hat: torch.Tensor      # [B, T, *L] float32: the clean sample predicted at step t
+    log_probs: torch.Tensor   # [B, T] float32: log p(states[:, t+1] | states[:, t]); 0 at ODE steps
+    trained: torch.Tensor     # [K] long, sorted: the stochastic, trained step indices
+    pixels: torch.Tensor | None = None  # decoded final samples in [0, 1], (B, 3, H, W) or (B, 3, F, H, W)
+
+
+def sample_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys, e.g. (seed, iteration, sample index)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def draw(generators: list[torch.Generator], shape, device) -> torch.Tensor:
+    """One standard normal draw per sample, each from its own generator. -> (len(generators), *shape)."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+def velocity(policy, x, s, cond, uncond=None, guidance_scale: float = 1.0) -> torch.Tensor:
+    """The policy's velocity, with classifier-free guidance v_u + g (v_c - v_u) when uncond is given.
+
+    Both halves run in one batched transformer call. x (B, *L); s [B]; returns float32 (B, *L).
+    """
+    if uncond is None or guidance_scale == 1.0:
+        return policy.velocity(x, s, cond)
+    both = {k: torch.cat([cond[k], uncond[k]]) for k in cond}
+    v_c, v_u = policy.velocity(torch.cat([x, x]), torch.cat([s, s]), both).chunk(2)
+    return v_u + guidance_scale * (v_c - v_u)
+
+
+def index_cond(cond: dict | None, idx) -> dict | None:
+    return None if cond is None else {k: v[idx] for k, v in cond.items()}
+
+
+def trained_step_mask(rule: str, num_steps: int, *, iteration: int, seed: int, fraction: float = 0.6,
+                      window_size: int = 4, window_shift_every: int = 25) -> torch.Tensor:
+    """Sorted indices [K] of the stochastic, trained steps among 0 .. T-2 (the last step is always ODE).
+
+    'all': every step but the last (Flow-GRPO). 'random': a fresh random subset of round(fraction (T-1))
+    steps each iteration, the same for every sample and process (DanceGRPO's timestep fraction).
+    'window': window_size consecutive steps, sliding by one every window_shift_every iterations and
+    wrapping around (MixGRPO's sliding window).
+    """
+    n = num_steps - 1
+    if rule == "all":
+        return torch.arange(n)
+    if rule == "random":
+        g = torch.Generator().manual_seed(sample_seed(seed, iteration, 1))
+        k = max(1, round(fraction * n))
+        return torch.randperm(n, generator=g)[:k].sort().values
+    if rule == "window":
+        size = min(window_size, n)
+        start = (iteration // window_shift_every) % (n - size + 1)
+        return torch.arange(start, start + size)
+    raise ValueError(f"unknown train_steps rule {rule!r}; use 'all', 'random' or 'window'")
+
+
+@torch.no_grad()
+def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor, seeds: list[int],
+           init_seeds: list[int] | None = None, sde: str = "flow_grpo", noise_level: float = 0.7,
+           guidance_scale: float = 1.0, latent_shape: tuple, batch_size: int = 8, decode: bool = True) -> Rollout:
+    """Roll out len(prompts) trajectories in batches of ``batch_size`` and record them.
+
+    seeds: [B] per-sample seeds of the SDE noise; init_seeds: [B] seeds of the initial noise (defaults
+    to seeds; equal within a group for shared initial noise). trained: [K] step indices that use the
+    stochastic step ``sde`` (an empty tensor gives a deterministic ODE sample).
+    """
+    B, T = len(prompts), len(sigmas) - 1
+    device = next(iter(policy.trainable_parameters() or [torch.empty(0)])).device
+    sigmas = sigmas.float().to(device)
+    is_sde = torch.zeros(T, dtype=torch.bool)
+    is_sde[trained] = True
+    stochastic = partial(STEPS[sde], noise_level=noise_level)
+    cond = policy.encode_prompts(prompts)
+    uncond = policy.encode_prompts([""] * B) if guidance_scale != 1.0 else None
+    states = torch.empty(B, T + 1, *latent_shape, device=device)
+    x0_hat = torch.empty(B, T, *latent_shape, device=device)
+    log_probs = torch.zeros(B, T, device=device)
+    init_seeds = seeds if init_seeds is None else init_seeds
+    for lo in range(0, B, batch_size):
+        sl = slice(lo, min(lo + batch_size, B))
+        gens = [torch.Generator().manual_seed(s) for s in seeds[sl]]
+        x = draw([torch.Generator().manual_seed(s) for s in init_seeds[sl]], latent_shape, device)
+        c, u = index_cond(cond, sl), index_cond(uncond, sl)
+        states[sl, 0] = x
+        for t in range(T):
+            s = sigmas[t].expand(x.shape[0])
+            v = velocity(policy, x, s, c, u, guidance_scale)
+            x0_hat[sl, t] = x - sigmas[t] * v
+            if is_sde[t]:
+                step = stochastic(x, v, sigmas[t], sigmas[t + 1], noise=draw(gens, latent_shape, device))
+            else:
+                step = ode_step(x, v, sigmas[t], sigmas[t + 1])
+            x = step.x_next
+            states[sl, t + 1] = x
+            log_probs[sl, t] = step.log_prob
+    rollout = Rollout(list(prompts), cond, uncond, sigmas, states, x0_hat, log_probs, trained.to(device))
+    if decode:
+        rollout.pixels = torch.cat([policy.decode(states[sl, T]) for sl in
+                                    (slice(i, i + batch_size) for i in range(0, B, batch_size))])
+    return rollout

@@ -1,0 +1,298 @@
+"""The training loop: sample -> reward -> advantage -> update, on accelerate, and its command line.
+
+The same :class:`Trainer` runs in a notebook kernel (``Trainer(cfg).run()``), from the command line
+(``python -m otca_lib.train --preset tiny-sd3``) and on several processes (``accelerate launch
+--multi_gpu --num_processes 8 -m otca_lib.train ...`` or ``torchrun --nproc_per_node 8 -m otca_lib.train``).
+
+Data layout of one iteration, over W processes: P prompts x G samples = N global samples, sample i
+belongs to prompt group i // G, and process r holds samples [r N/W, (r+1) N/W). Groups may span
+processes: rewards are gathered, every process computes the same advantages, and keeps its slice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from . import checkpoint
+from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
+from .credit import CreditInput, advantage
+from .policy import load_policy
+from .rewards import build_rewards, reward
+from .sample import sample, sample_seed, trained_step_mask
+from .update import EMA, update
+
+EVAL_KEY = 10**9  # seed key of the evaluation samples: fixed across iterations and runs
+
+
+def read_prompts(path: str) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"prompt file {path} not found (one prompt per line; set train_prompts / test_prompts)")
+    prompts = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"prompt file {path} has no prompts")
+    return prompts
+
+
+def save_grid(pixels: torch.Tensor, path: Path, cols: int = 8) -> None:
+    """Tile samples in [0, 1] into one PNG (images) or one animated GIF (videos (B, 3, F, H, W))."""
+    from PIL import Image
+
+    x = pixels.float().clamp(0, 1)
+    if x.ndim == 4:
+        x = x.unsqueeze(2)
+    B, C, F, H, W = x.shape
+    cols = min(cols, B)
+    rows = -(-B // cols)
+    grid = torch.ones(F, rows * H, cols * W, C)
+    for i in range(B):
+        r, c = divmod(i, cols)
+        grid[:, r * H:(r + 1) * H, c * W:(c + 1) * W] = x[i].permute(1, 2, 3, 0)
+    frames = [Image.fromarray((g.numpy() * 255).round().astype(np.uint8)) for g in grid]
+    if F == 1:
+        frames[0].save(path.with_suffix(".png"))
+    else:
+        frames[0].save(path.with_suffix(".gif"), save_all=True, append_images=frames[1:], duration=125, loop=0)
+
+
+def make_accelerator() -> Accelerator:
+    """accelerate's Accelerator; without CUDA it must be told to use the CPU, or torchrun's several
+    processes would each believe they are alone (accelerate only forms a gloo group with cpu=True)."""
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+class Trainer:
+    def __init__(self, cfg: Config, accelerator: Accelerator | None = None, *, log: bool = True):
+        self.acc = accelerator or make_accelerator()
+        validate(cfg, self.acc.num_processes)
+        self.cfg = cfg
+        self.arith = batch_arithmetic(cfg, self.acc.num_processes)
+        self.out = Path(cfg.output_dir)
+        self.say = print if (log and self.acc.is_main_process) else (lambda *a, **k: None)
+        self.say("batch arithmetic: " + ", ".join(f"{k}={v}" for k, v in self.arith.items()))
+        n = self.arith["samples_per_process"]
+        assert n * self.acc.num_processes == self.arith["samples_per_iteration"]
+        self.train_prompts, self.test_prompts = read_prompts(cfg.train_prompts), read_prompts(cfg.test_prompts)
+        self.policy = load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype), device=self.acc.device,
+                                  lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha or None,
+                                  keep_reference=cfg.beta > 0)
+        params = self.policy.trainable_parameters()
+        self.say(f"trainable parameters: {sum(p.numel() for p in params):,}")
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.policy.transformer, self.optimizer = self.acc.prepare(self.policy.transformer, optimizer)
+        # accelerate would save the whole transformer; a run only needs its trained weights, which
+        # checkpoint.save writes itself: drop the model from accelerate's state, load it ourselves.
+        self.acc.register_save_state_pre_hook(lambda models, weights, out: weights.clear())
+        self.acc.register_load_state_pre_hook(lambda models, inp: (
+            checkpoint.load_trainable(self.policy, Path(inp) / checkpoint.TRAINABLE), models.clear()))
+        self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        if self.ema is not None:
+            self.acc.register_for_checkpointing(self.ema)
+        self.reward_fns = build_rewards(cfg.rewards, self.acc.device)
+        self.latent_shape = self.policy.latent_shape(cfg.height, cfg.width, cfg.frames or None)
+        self.sigmas = self.policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
+        self.eval_sigmas = self.policy.sigmas(cfg.eval_num_steps, cfg.height, cfg.width)
+        self.start = 0
+        self.history: list[dict] = []
+        self._tb = None
+
+    # ------------------------------------------------------------------ data layout
+    def local_slice(self, n_global: int) -> slice:
+        n = n_global // self.acc.num_processes
+        return slice(self.acc.process_index * n, (self.acc.process_index + 1) * n)
+
+    def prompts_for(self, it: int) -> tuple[list[str], torch.Tensor]:
+        """The global batch of iteration ``it``: prompts [N] (each repeated G times) and group ids [N]."""
+        P, G = self.cfg.prompts_per_iteration, self.cfg.group_size
+        g = torch.Generator().manual_seed(sample_seed(self.cfg.seed, it, 0))
+        order = torch.cat([torch.randperm(len(self.train_prompts), generator=g) for _ in range(-(-P // len(self.train_prompts)))])
+        chosen = [self.train_prompts[i] for i in order[:P].tolist()]
+        return [p for p in chosen for _ in range(G)], torch.arange(P).repeat_interleave(G)
+
+    def _sample_kwargs(self):
+        c = self.cfg
+        return dict(sde=c.sde, noise_level=c.noise_level, guidance_scale=c.guidance_scale,
+                    latent_shape=self.latent_shape, batch_size=c.rollout_batch_size)
+
+    # ------------------------------------------------------------------ one iteration
+    def iteration(self, it: int) -> dict[str, float]:
+        c, acc, dev = self.cfg, self.acc, self.acc.device
+        t0 = time.perf_counter()
+        prompts, group = self.prompts_for(it)
+        local = self.local_slice(len(prompts))
+        idx = range(len(prompts))[local]
+        seeds = [sample_seed(c.seed, it, 2, i) for i in idx]
+        init = [sample_seed(c.seed, it, 3, int(group[i])) for i in idx] if c.shared_initial_noise else None
+        trained = trained_step_mask(c.train_steps, c.num_steps, iteration=it, seed=c.seed, fraction=c.train_fraction,
+                                    window_size=c.window_size, window_shift_every=c.window_shift_every)
+        # 1. sample
+        rollout = sample(self.policy, prompts[local], sigmas=self.sigmas, trained=trained, seeds=seeds,
+                         init_seeds=init, **self._sample_kwargs())
+        t1 = time.perf_counter()
+        # 2. reward (gathered: a prompt's group may span processes)
+        r_local = reward(self.reward_fns, rollout.pixels, prompts[local])
+        rewards = {k: acc.gather(v.to(dev)) for k, v in r_local.items()}
+        t2 = time.perf_counter()
+        # 3. advantage
+        adv, diag = advantage(c.credit, CreditInput(rewards, c.rewards, group.to(dev), local, rollout,
+                                                    c.global_std, c.adv_eps, c.adv_clip))
+        t3 = time.perf_counter()
+        # 4. update
+        self.policy.transformer.train()
+        metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema)
+        t4 = time.perf_counter()
+        metrics = {k: float(acc.reduce(torch.tensor(v, device=dev), "mean")) for k, v in metrics.items()}
+        metrics.update(self._reward_metrics(rewards, group.to(dev), "reward"))
+        metrics.update({f"credit/{k}": float(v) for k, v in diag.items()})
+        metrics.update({"perf/sec_per_iter": t4 - t0, "perf/sample_sec": t1 - t0, "perf/reward_sec": t2 - t1,
+                        "perf/advantage_sec": t3 - t2, "perf/update_sec": t4 - t3})
+        return metrics
+
+    def _reward_metrics(self, rewards: dict, group: torch.Tensor, prefix: str) -> dict[str, float]:
+        from .advantage import group_reward_stats
+
+        m, total, bad = {}, 0.0, torch.zeros_like(group, dtype=torch.bool)
+        for k, r in rewards.items():
+            ok = torch.isfinite(r)
+            bad |= ~ok
+            m[f"{prefix}/{k}/mean"] = float(r[ok].mean()) if ok.any() else float("nan")
+            total = total + self.cfg.rewards[k] * r
+        m[f"{prefix}/total/mean"] = float(total[torch.isfinite(total)].mean()) if torch.isfinite(total).any() else float("nan")
+        m[f"{prefix}/nonfinite"] = float(bad.sum())
+        if prefix == "reward":
+            m.update({f"reward/{k}": v for k, v in group_reward_stats(total, group).items()})
+        return m
+
+    @torch.no_grad()
+    def evaluate(self, it: int) -> dict[str, float]:
+        """Deterministic (ODE) samples of held-out prompts with fixed seeds; EMA weights if enabled."""
+        c = self.cfg
+        prompts = [self.test_prompts[i % len(self.test_prompts)] for i in range(c.eval_samples)]
+        local = self.local_slice(len(prompts))
+        seeds = [sample_seed(c.seed, EVAL_KEY, i) for i in range(len(prompts))][local]
+        with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
+            ro = sample(self.policy, prompts[local], sigmas=self.eval_sigmas, trained=torch.empty(0, dtype=torch.long),
+                        seeds=seeds, **self._sample_kwargs())
+        r = {k: self.acc.gather(v.to(self.acc.device)) for k, v in reward(self.reward_fns, ro.pixels, prompts[local]).items()}
+        pixels = self.acc.gather(ro.pixels.contiguous())
+        if self.acc.is_main_process:
+            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+            save_grid(pixels.cpu(), self.out / "samples" / f"eval_{it:06d}")
+        return self._reward_metrics(r, torch.arange(len(prompts), device=self.acc.device), "eval")
+
+    # ------------------------------------------------------------------ logging, checkpoints
+    def log(self, it: int, metrics: dict) -> None:
+        row = {"iteration": it, **metrics}
+        self.history.append(row)
+        if not self.acc.is_main_process:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self._tb = SummaryWriter(str(self.out / "tb"))
+        for k, v in metrics.items():
+            self._tb.add_scalar(k, v, it)
+        self._tb.flush()
+
+    def save(self, it: int) -> Path:
+        return checkpoint.save(self.acc, self.policy, self.out, it, self.cfg.to_dict())
+
+    def resume(self, path: str | Path) -> int:
+        """Load a checkpoint (verified) and continue after its iteration. Returns that iteration."""
+        ckpt = checkpoint.resolve(path)
+        meta = checkpoint.verify(ckpt)
+        self.acc.load_state(str(ckpt))
+        self.start = meta["iteration"]
+        self.say(f"resumed from {ckpt} at iteration {self.start}")
+        return self.start
+
+    def run(self) -> list[dict]:
+        """Train from self.start to cfg.iterations; evaluate and checkpoint on schedule. Returns the metric rows."""
+        from tqdm.auto import tqdm
+
+        c = self.cfg
+        if self.acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=1))
+        bar = tqdm(range(self.start, c.iterations), initial=self.start, total=c.iterations,
+                   disable=not self.acc.is_main_process, desc="GRPO")
+        for it in bar:
+            m = self.iteration(it)
+            done = it + 1
+            if c.eval_every and (done % c.eval_every == 0 or done == c.iterations):
+                m.update(self.evaluate(done))
+            self.log(done, m)
+            bar.set_postfix({"reward": f"{m['reward/total/mean']:.4f}", "s/it": f"{m['perf/sec_per_iter']:.2f}"})
+            if (c.checkpoint_every and done % c.checkpoint_every == 0) or done == c.iterations:
+                self.save(done)
+        if self._tb is not None:
+            self._tb.close()
+        return self.history
+
+
+# ---------------------------------------------------------------------- command line
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m otca_lib.train", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="tiny-sd3", help="named preset (config.PRESETS)")
+    p.add_argument("--credit", help="credit assignment method (credit.CREDIT_METHODS)")
+    p.add_argument("--iterations", type=int, help="total training iterations")
+    p.add_argument("--output-dir", help="run folder for metrics, samples and checkpoints")
+    p.add_argument("--resume", help="run folder or checkpoint folder to continue from (uses its saved config)")
+    p.add_argument("--smoke", action="store_true", help="shrink the run to seconds (CI)")
+    p.add_argument("--dry-run", action="store_true", help="validate, print batch arithmetic and model size, do not train")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    return p.parse_args(argv)
+
+
+def build_config(args) -> Config:
+    if args.resume:
+        meta = checkpoint.verify(checkpoint.resolve(args.resume))
+        cfg = Config(**meta["config"])
+    else:
+        cfg = preset(args.preset)
+        if args.smoke:
+            cfg = smoke(cfg)
+    cfg = apply_overrides(cfg, args.set)
+    changes = {k: v for k, v in (("credit", args.credit), ("iterations", args.iterations),
+                                 ("output_dir", args.output_dir)) if v is not None}
+    return dataclasses.replace(cfg, **changes)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        acc = make_accelerator()
+        validate(cfg, acc.num_processes)
+    except (ValueError, checkpoint.CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        if acc.is_main_process:
+            print(json.dumps(cfg.to_dict(), indent=1))
+        trainer = Trainer(cfg, acc)
+        total = sum(p.numel() for p in trainer.policy.unwrapped.parameters())
+        trainer.say(f"transformer parameters: {total:,}; dry run: config valid, not training")
+        return 0
+    trainer = Trainer(cfg, acc)
+    if args.resume:
+        trainer.resume(args.resume)
+    trainer.run()
+    acc.end_training()  # closes trackers and the process group (gloo aborts at exit otherwise)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

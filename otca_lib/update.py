@@ -1,0 +1,142 @@
+"""The policy update (phase 4 of an iteration: sample -> reward -> advantage -> update).
+
+Each (sample i, trained step t) pair is one action of a Gaussian policy. With the log-prob recomputed
+under the current weights, rho = exp(logp_theta - logp_old), the clipped surrogate (PPO, as used by
+Flow-GRPO / DanceGRPO; ALGORITHM.md section 2) per pair is
+
+    L_clip = max(-A rho, -A clip(rho, 1 - eps_c, 1 + eps_c))
+
+and the loss of an optimizer step is the mean over its pairs of L_clip + beta KL_ref, where KL_ref is
+the mean-space KL to the reference policy (sde.kl_in_mean_space). The advantage A is a [B, K] tensor
+from credit.py, so credit assignment changes the advantages and never this code.
+
+Pairs are shuffled and split into ``optimizer_steps_per_iteration`` mini-batches, each processed in
+micro-batches of ``train_micro_batch`` pairs whose gradients accumulate. Every micro-batch is one
+batched transformer call over (sample, step) pairs of different samples and noise levels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+
+import torch
+
+from .sample import index_cond, velocity
+from .sde import STEPS, kl_in_mean_space
+
+
+def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor,
+                      clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair PPO loss and ratio. All [N] float32.
+
+    Outside [1 - eps_c, 1 + eps_c] on the side the advantage pushes towards, the clipped term wins the
+    max and the gradient is exactly zero: one mini-batch cannot move a step's probability far.
+    """
+    ratio = torch.exp(log_prob - old_log_prob)
+    loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_range, 1 + clip_range))
+    return loss, ratio
+
+
+def recompute(policy, rollout, b: torch.Tensor, t: torch.Tensor, *, sde: str, noise_level: float,
+              guidance_scale: float = 1.0):
+    """Score the recorded transitions (sample b[j], step t[j]) under the policy's current weights.
+
+    One batched transformer call over pairs of different samples and noise levels. b, t [N] long.
+    Returns the sde.Step (log_prob [N], mean, std) of states[b, t] -> states[b, t + 1].
+    """
+    x, x_next = rollout.states[b, t], rollout.states[b, t + 1]
+    s, s_next = rollout.sigmas[t], rollout.sigmas[t + 1]
+    v = velocity(policy, x, s, index_cond(rollout.cond, b), index_cond(rollout.uncond, b), guidance_scale)
+    return STEPS[sde](x, v, s, s_next, noise_level, x_next=x_next)
+
+
+class EMA:
+    """Exponential moving average of the trainable weights: ema <- d ema + (1 - d) theta."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone().float() for p in params]
+
+    @torch.no_grad()
+    def step(self):
+        for e, p in zip(self.shadow, self.params):
+            e.lerp_(p.detach().float(), 1 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """Temporarily load the EMA weights into the model (for evaluation)."""
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.shadow):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(self.params, saved):
+                    p.copy_(s)
+
+    def state_dict(self):
+        return {"decay": self.decay, "shadow": [e.cpu() for e in self.shadow]}
+
+    def load_state_dict(self, state):
+        self.decay = state["decay"]
+        for e, s in zip(self.shadow, state["shadow"]):
+            e.copy_(s)
+
+
+def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, iteration: int,
+           ema: EMA | None = None) -> dict[str, float]:
+    """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K]. -> metrics."""
+    B, K = adv.shape
+    device = adv.device
+    score = partial(recompute, sde=cfg.sde, noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale)
+    # Flatten (sample, trained step) pairs; the shuffle is seeded so every process and a resumed run agree.
+    b_idx = torch.arange(B, device=device).repeat_interleave(K)
+    t_idx = rollout.trained.to(device).repeat(B)
+    a_flat = adv.reshape(-1)
+    g = torch.Generator().manual_seed(cfg.seed * 7919 + iteration)
+    perm = torch.randperm(B * K, generator=g).to(device)
+    b_idx, t_idx, a_flat = b_idx[perm], t_idx[perm], a_flat[perm]
+    n_opt = cfg.optimizer_steps_per_iteration
+    per_opt = B * K // n_opt
+    params = policy.trainable_parameters()
+    sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_ref": 0.0, "ratio": 0.0}
+    grad_norms = []
+    for o in range(n_opt):
+        chunks = list(range(o * per_opt, (o + 1) * per_opt, cfg.train_micro_batch))
+        for j, lo in enumerate(chunks):
+            sl = slice(lo, min(lo + cfg.train_micro_batch, (o + 1) * per_opt))
+            b, t, a = b_idx[sl], t_idx[sl], a_flat[sl]
+            # Gradients are all-reduced only after the last micro-batch of the optimizer step.
+            sync = contextlib.nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(policy.transformer)
+            with sync:
+                st = score(policy, rollout, b, t)
+                old = rollout.log_probs[b, t]
+                pg, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range)
+                loss = pg
+                if cfg.beta > 0:
+                    with torch.no_grad(), policy.reference():
+                        mean_ref = score(policy, rollout, b, t).mean
+                    kl = kl_in_mean_space(st.mean, mean_ref, st.std)
+                    loss = loss + cfg.beta * kl
+                    sums["kl_to_ref"] += float(kl.detach().sum())
+                accelerator.backward(loss.sum() / per_opt)
+            with torch.no_grad():
+                d = st.log_prob.detach() - old
+                sums["loss"] += float(loss.detach().sum())
+                sums["approx_kl"] += float((0.5 * d**2).sum())
+                sums["clipfrac"] += float(((ratio - 1).abs() > cfg.clip_range).float().sum())
+                sums["ratio"] += float(ratio.detach().sum())
+        if cfg.max_grad_norm > 0:
+            grad_norms.append(float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm)))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step()
+    n = B * K
+    metrics = {f"policy/{k}": v / n for k, v in sums.items() if k != "kl_to_ref" or cfg.beta > 0}
+    if grad_norms:
+        metrics["policy/grad_norm"] = sum(grad_norms) / len(grad_norms)
+    return metrics

@@ -1,0 +1,40 @@
+"""One GRPO iteration under torchrun; writes the gathered advantages and updated weights (test_distributed.py).
+
+    torchrun --nproc_per_node N tests/dist_worker.py OUT.pt
+"""
+import dataclasses
+import sys
+
+import torch
+
+from otca_lib import checkpoint, train
+from otca_lib.config import preset, smoke
+
+acc = train.make_accelerator()
+# 3 prompts x 2 samples over 2 processes: the middle prompt's group spans both processes.
+cfg = dataclasses.replace(smoke(preset("tiny-sd3")), iterations=1, prompts_per_iteration=3, group_size=2,
+                          eval_every=0, rewards={"brightness": 1.0},  # continuous: JPEG sizes jump with 1-ulp pixel changes
+                          optimizer_steps_per_iteration=1, train_micro_batch=4, output_dir=sys.argv[1] + ".run")
+captured = {}
+original = train.advantage
+
+
+def capture(method, inp):
+    adv, diag = original(method, inp)
+    captured["adv"] = acc.gather(adv.contiguous())
+    return adv, diag
+
+
+train.advantage = capture
+t = train.Trainer(cfg, acc, log=False)
+names = {id(p): n for n, p in t.policy.unwrapped.named_parameters()}
+# the all-reduced gradient as the optimizer sees it (Adam's update is scale-invariant: compare grads too)
+t.optimizer.optimizer.register_step_pre_hook(lambda opt, *a: captured.update(
+    grads={names[id(p)]: p.grad.detach().clone() for g in opt.param_groups for p in g["params"] if p.grad is not None}))
+t.iteration(0)
+if acc.is_main_process:
+    torch.save({"world_size": acc.num_processes, "adv": captured["adv"].cpu(),
+                "weights": checkpoint.trainable_state(t.policy),
+                "grads": captured["grads"], "lr": cfg.learning_rate}, sys.argv[1])
+acc.wait_for_everyone()
+acc.end_training()  # destroys the process group: exiting with gloo threads alive aborts

@@ -1,0 +1,30 @@
+"""Two processes (torchrun, gloo on the CPU) give the same advantages and update as one process."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+
+
+def run(nproc: int, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+           str(29500 + nproc + os.getpid() % 1000), str(WORKER), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[1])}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out)
+
+
+def test_two_processes_match_one(tmp_path):
+    one, two = run(1, tmp_path / "one.pt"), run(2, tmp_path / "two.pt")
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    torch.testing.assert_close(two["adv"], one["adv"], rtol=0, atol=1e-4)
+    assert one["adv"].abs().sum() > 0
+    assert one["grads"].keys() == two["grads"].keys() and one["grads"]
+    for k, g in one["grads"].items():  # the gradient averaged over processes = the one-process gradient
+        torch.testing.assert_close(two["grads"][k], g, rtol=1e-3, atol=1e-7)
+    for k, w in one["weights"].items():  # Adam maps gradients near 0 to +-lr: allow 5 % of one step there
+        torch.testing.assert_close(two["weights"][k], w, rtol=0, atol=0.05 * one["lr"])

@@ -1,0 +1,142 @@
+"""The trainer end to end on tiny pipelines: on-policy consistency, learning, resume, bad input."""
+import dataclasses
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from otca_lib import checkpoint
+from otca_lib.config import Config, apply_overrides, preset, smoke, validate
+from otca_lib.policy import load_policy
+from otca_lib.sample import sample, sample_seed
+from otca_lib.train import Trainer, main
+from otca_lib.update import recompute
+
+
+def tiny_cfg(tmp_path, name="tiny-sd3", **kw) -> Config:
+    c = dataclasses.replace(smoke(preset(name)), output_dir=str(tmp_path / "run"), eval_every=0)
+    return dataclasses.replace(c, **kw)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux", "wan"])
+def test_on_policy_ratio_is_one_whatever_the_batching(family):
+    policy = load_policy(family, f"tiny-{family}")
+    c = preset(f"tiny-{family}")
+    T = 4
+    sigmas = policy.sigmas(T, c.height, c.width)
+    shape = policy.latent_shape(c.height, c.width, c.frames or None)
+    prompts = ["a red cat", "a blue dog", "a green tree", "a small house", "a bird", "a boat"]
+    seeds = [sample_seed(0, 0, 2, i) for i in range(6)]
+    kw = dict(sigmas=sigmas, trained=torch.arange(T - 1), seeds=seeds, latent_shape=shape, sde="flow_grpo",
+              noise_level=0.7, guidance_scale=1.0)
+    big = sample(policy, prompts, batch_size=6, **kw)
+    small = sample(policy, prompts, batch_size=4, **kw)
+    torch.testing.assert_close(small.states, big.states, rtol=0, atol=1e-5)
+    # per-process split: the last 2 samples alone give the same trajectories
+    part = sample(policy, prompts[4:], batch_size=2, **{**kw, "seeds": seeds[4:]})
+    torch.testing.assert_close(part.states, big.states[4:], rtol=0, atol=1e-5)
+    b = torch.arange(6).repeat_interleave(T - 1)
+    t = torch.arange(T - 1).repeat(6)
+    for chunk in (len(b), 5):
+        lp = torch.cat([recompute(policy, big, b[i:i + chunk], t[i:i + chunk], sde="flow_grpo", noise_level=0.7).log_prob
+                        for i in range(0, len(b), chunk)])
+        ratio = torch.exp(lp - big.log_probs[b, t])
+        assert (ratio - 1).abs().max() < 1e-5
+    assert big.pixels.shape[:2] == (6, 3) and big.pixels.min() >= 0 and big.pixels.max() <= 1
+
+
+def test_learning_brightness_rises(tmp_path):
+    c = tiny_cfg(tmp_path, "tiny-sd3-pixel", iterations=30, num_steps=4, prompts_per_iteration=2, group_size=8,
+                 learning_rate=1e-3, clip_range=1e-3, rewards={"brightness": 1.0}, checkpoint_every=0)
+    rows = Trainer(c, log=False).run()
+    r = [row["reward/brightness/mean"] for row in rows]
+    first, last = sum(r[:5]) / 5, sum(r[-5:]) / 5
+    assert last > first + 0.02, f"brightness did not rise: {first:.4f} -> {last:.4f}"
+    assert all(torch.isfinite(torch.tensor(r)))
+
+
+def weights(trainer) -> dict:
+    return {k: v.clone() for k, v in checkpoint.trainable_state(trainer.policy).items()}
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    kw = dict(iterations=4, checkpoint_every=2, ema_decay=0.9, optimizer_steps_per_iteration=2)
+    full = Trainer(tiny_cfg(tmp_path / "a", **kw), log=False)
+    full.run()
+    half = Trainer(tiny_cfg(tmp_path / "b", **{**kw, "iterations": 2}), log=False)
+    half.run()  # "killed" after its checkpoint at iteration 2
+    resumed = Trainer(tiny_cfg(tmp_path / "b", **kw), log=False)
+    assert resumed.resume(tmp_path / "b" / "run") == 2
+    resumed.run()
+    for k, v in weights(full).items():
+        torch.testing.assert_close(weights(resumed)[k], v, rtol=0, atol=0)
+    for e1, e2 in zip(full.ema.shadow, resumed.ema.shadow):
+        torch.testing.assert_close(e1, e2, rtol=0, atol=0)
+    rows = [json.loads(line) for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_corrupt_or_partial_checkpoint_is_an_error(tmp_path):
+    t = Trainer(tiny_cfg(tmp_path, iterations=1), log=False)
+    t.run()
+    ckpt = checkpoint.resolve(tmp_path / "run")
+    data = (ckpt / checkpoint.TRAINABLE).read_bytes()
+    (ckpt / checkpoint.TRAINABLE).write_bytes(data[:-8] + b"corrupt!")
+    with pytest.raises(checkpoint.CheckpointError, match="corrupt"):
+        Trainer(tiny_cfg(tmp_path, iterations=2), log=False).resume(tmp_path / "run")
+    (ckpt / checkpoint.META).unlink()
+    with pytest.raises(checkpoint.CheckpointError, match="incomplete"):
+        checkpoint.verify(ckpt)
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        checkpoint.resolve(tmp_path / "nowhere")
+    assert main(["--resume", str(tmp_path / "nowhere")]) == 2
+
+
+def test_nonfinite_rewards_never_reach_the_parameters(tmp_path, monkeypatch):
+    from otca_lib import rewards
+
+    def half_nan(pixels, prompts):
+        r = pixels.flatten(1).mean(1)
+        r[::2] = float("nan")
+        return r
+
+    monkeypatch.setitem(rewards.REWARDS, "half_nan", lambda device: half_nan)
+    t = Trainer(tiny_cfg(tmp_path, rewards={"half_nan": 1.0}, group_size=4), log=False)
+    rows = t.run()
+    assert rows[0]["reward/nonfinite"] == 4  # 2 prompts x 4 samples, every other one NaN
+    assert all(torch.isfinite(p).all() for p in t.policy.trainable_parameters())
+
+
+@pytest.mark.parametrize("override,message", [
+    ("group_size=1", "group_size must be >= 2"),
+    ("learning_rate=0", "learning_rate must be > 0"),
+    ('rewards={"nope": 1.0}', "unknown reward"),
+    ("credit=nope", "unknown credit method"),
+    ("prompts_per_iteration=3", "divide evenly over 2 processes"),
+])
+def test_invalid_configs_fail_before_any_compute(override, message):
+    c = apply_overrides(dataclasses.replace(preset("tiny-sd3"), group_size=3), [override])
+    with pytest.raises(ValueError, match=message):
+        validate(c, num_processes=2)
+
+
+def test_command_line_errors_and_dry_run(tmp_path, capsys):
+    assert main(["--preset", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["--preset", "tiny-sd3", "--set", "group_size=1"]) == 2
+    assert main(["--preset", "tiny-sd3", "--set", "not_a_field=1"]) == 2
+    assert main(["--preset", "tiny-flux", "--dry-run", "--output-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "samples_per_process" in out and "transformer parameters" in out
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("name", ["tiny-sd3", "tiny-wan"])
+def test_smoke_run_from_the_command_line(tmp_path, name):
+    out = tmp_path / name
+    assert main(["--preset", name, "--smoke", "--output-dir", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and "eval/total/mean" in rows[-1] and "policy/approx_kl" in rows[0]
+    assert checkpoint.verify(checkpoint.resolve(out))["iteration"] == 2
+    assert list((out / "samples").iterdir())
