@@ -330,16 +330,27 @@ class WanPolicy(Policy):
 
 
 POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy}
+class ModelNotAvailable(RuntimeError):
+    """The weights of a model id / folder cannot be loaded here (offline, or an incomplete folder)."""
+
+
 PIPELINES = {"sd3": StableDiffusion3Pipeline, "flux": FluxPipeline, "wan": WanPipeline}
 
 
-def add_lora(transformer, rank: int, alpha: float | None = None, target_modules: list[str] | None = None):
-    """Attach a LoRA adapter (peft, via diffusers' add_adapter); only its weights stay trainable."""
+def add_lora(transformer, rank: int, alpha: float | None = None, target_modules: list[str] | None = None,
+             seed: int = 0):
+    """Attach a LoRA adapter (peft, via diffusers' add_adapter); only its weights stay trainable.
+
+    LoRA A is random (Kaiming): it is drawn from ``seed`` so that a run does not depend on the global
+    RNG or on the number of processes.
+    """
     if target_modules is None:
         target_modules = DEFAULT_LORA_TARGETS[_FAMILY_OF_TRANSFORMER[type(transformer)]]
     transformer.requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True, target_modules=target_modules)
-    transformer.add_adapter(config)  # LoRA B = 0: the model is unchanged until trained
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(config)  # LoRA B = 0: the model is unchanged until trained
     return transformer
 
 
@@ -369,7 +380,7 @@ def load_policy(
         try:
             pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes)
         except (OSError, ValueError) as err:  # huggingface_hub errors are OSErrors
-            raise RuntimeError(
+            raise ModelNotAvailable(
                 f"Could not load {model!r} (family {family}): the weights are not in the local cache and "
                 "the hub is unreachable (HF_HUB_OFFLINE=1?), or the folder is incomplete. Download them on "
                 f"a machine with network (huggingface-cli download {model} --local-dir DIR) and pass the "

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
 from .credit import CreditInput, advantage
-from .policy import load_policy
+from .policy import ModelNotAvailable, load_policy
 from .rewards import build_rewards, reward
 from .sample import sample, sample_seed, trained_step_mask
 from .update import EMA, update
@@ -68,7 +69,10 @@ def save_grid(pixels: torch.Tensor, path: Path, cols: int = 8) -> None:
 def make_accelerator() -> Accelerator:
     """accelerate's Accelerator; without CUDA it must be told to use the CPU, or torchrun's several
     processes would each believe they are alone (accelerate only forms a gloo group with cpu=True)."""
-    return Accelerator(cpu=not torch.cuda.is_available())
+    # find_unused_parameters: some trained weights get no gradient in some models (SD3's last block
+    # computes context queries whose output it drops), which plain DDP treats as an error.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
 
 
 class Trainer:
@@ -279,14 +283,17 @@ def main(argv=None) -> int:
     except (ValueError, checkpoint.CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        if acc.is_main_process:
-            print(json.dumps(cfg.to_dict(), indent=1))
+    if args.dry_run and acc.is_main_process:
+        print(json.dumps(cfg.to_dict(), indent=1))
+    try:
         trainer = Trainer(cfg, acc)
+    except (ModelNotAvailable, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
         total = sum(p.numel() for p in trainer.policy.unwrapped.parameters())
         trainer.say(f"transformer parameters: {total:,}; dry run: config valid, not training")
         return 0
-    trainer = Trainer(cfg, acc)
     if args.resume:
         trainer.resume(args.resume)
     trainer.run()

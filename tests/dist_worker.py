@@ -1,4 +1,4 @@
-"""One GRPO iteration under torchrun; writes the gathered advantages and updated weights (test_distributed.py).
+"""Two GRPO iterations (LoRA, KL to the reference) under torchrun; writes the gathered advantages and updated weights (test_distributed.py).
 
     torchrun --nproc_per_node N tests/dist_worker.py OUT.pt
 """
@@ -12,7 +12,8 @@ from otca_lib.config import preset, smoke
 
 acc = train.make_accelerator()
 # 3 prompts x 2 samples over 2 processes: the middle prompt's group spans both processes.
-cfg = dataclasses.replace(smoke(preset("tiny-sd3")), iterations=1, prompts_per_iteration=3, group_size=2,
+cfg = dataclasses.replace(smoke(preset("tiny-sd3")), iterations=2, lora_rank=4, beta=0.01, learning_rate=1e-3,
+                          prompts_per_iteration=3, group_size=2,
                           eval_every=0, rewards={"brightness": 1.0},  # continuous: JPEG sizes jump with 1-ulp pixel changes
                           optimizer_steps_per_iteration=1, train_micro_batch=4, output_dir=sys.argv[1] + ".run")
 captured = {}
@@ -21,7 +22,7 @@ original = train.advantage
 
 def capture(method, inp):
     adv, diag = original(method, inp)
-    captured["adv"] = acc.gather(adv.contiguous())
+    captured.setdefault("adv", acc.gather(adv.contiguous()))  # of the first iteration
     return adv, diag
 
 
@@ -29,12 +30,21 @@ train.advantage = capture
 t = train.Trainer(cfg, acc, log=False)
 names = {id(p): n for n, p in t.policy.unwrapped.named_parameters()}
 # the all-reduced gradient as the optimizer sees it (Adam's update is scale-invariant: compare grads too)
-t.optimizer.optimizer.register_step_pre_hook(lambda opt, *a: captured.update(
-    grads={names[id(p)]: p.grad.detach().clone() for g in opt.param_groups for p in g["params"] if p.grad is not None}))
+
+
+def grads_hook(opt, *args):
+    if "grads" not in captured:
+        captured["grads"] = {names[id(p)]: p.grad.detach().clone()
+                             for g in opt.param_groups for p in g["params"] if p.grad is not None}
+
+
+t.optimizer.optimizer.register_step_pre_hook(grads_hook)
 t.iteration(0)
+weights = checkpoint.trainable_state(t.policy)
+t.iteration(1)  # a second iteration: DDP raises here if a trained weight got no gradient
 if acc.is_main_process:
     torch.save({"world_size": acc.num_processes, "adv": captured["adv"].cpu(),
-                "weights": checkpoint.trainable_state(t.policy),
+                "weights": weights,
                 "grads": captured["grads"], "lr": cfg.learning_rate}, sys.argv[1])
 acc.wait_for_everyone()
 acc.end_training()  # destroys the process group: exiting with gloo threads alive aborts

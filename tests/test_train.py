@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from otca_lib import checkpoint
 from otca_lib.config import Config, apply_overrides, preset, smoke, validate
 from otca_lib.policy import load_policy
-from otca_lib.sample import sample, sample_seed
+from otca_lib.sample import sample, sample_seed, trained_step_mask
 from otca_lib.train import Trainer, main
 from otca_lib.update import recompute
 
@@ -19,8 +19,8 @@ def tiny_cfg(tmp_path, name="tiny-sd3", **kw) -> Config:
     return dataclasses.replace(c, **kw)
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux", "wan"])
-def test_on_policy_ratio_is_one_whatever_the_batching(family):
+@pytest.mark.parametrize("family,cfg_scale", [("sd3", 1.0), ("flux", 1.0), ("wan", 1.0), ("sd3", 4.5)])
+def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale):
     policy = load_policy(family, f"tiny-{family}")
     c = preset(f"tiny-{family}")
     T = 4
@@ -29,7 +29,7 @@ def test_on_policy_ratio_is_one_whatever_the_batching(family):
     prompts = ["a red cat", "a blue dog", "a green tree", "a small house", "a bird", "a boat"]
     seeds = [sample_seed(0, 0, 2, i) for i in range(6)]
     kw = dict(sigmas=sigmas, trained=torch.arange(T - 1), seeds=seeds, latent_shape=shape, sde="flow_grpo",
-              noise_level=0.7, guidance_scale=1.0)
+              noise_level=0.7, guidance_scale=cfg_scale)
     big = sample(policy, prompts, batch_size=6, **kw)
     small = sample(policy, prompts, batch_size=4, **kw)
     torch.testing.assert_close(small.states, big.states, rtol=0, atol=1e-5)
@@ -39,11 +39,32 @@ def test_on_policy_ratio_is_one_whatever_the_batching(family):
     b = torch.arange(6).repeat_interleave(T - 1)
     t = torch.arange(T - 1).repeat(6)
     for chunk in (len(b), 5):
-        lp = torch.cat([recompute(policy, big, b[i:i + chunk], t[i:i + chunk], sde="flow_grpo", noise_level=0.7).log_prob
+        lp = torch.cat([recompute(policy, big, b[i:i + chunk], t[i:i + chunk], sde="flow_grpo", noise_level=0.7,
+                                  guidance_scale=cfg_scale).log_prob
                         for i in range(0, len(b), chunk)])
         ratio = torch.exp(lp - big.log_probs[b, t])
         assert (ratio - 1).abs().max() < 1e-5
     assert big.pixels.shape[:2] == (6, 3) and big.pixels.min() >= 0 and big.pixels.max() <= 1
+
+
+def test_trained_step_rules():
+    assert trained_step_mask("all", 10, iteration=0, seed=0).tolist() == list(range(9))  # last step is ODE
+    r = [trained_step_mask("random", 10, iteration=i, seed=0, fraction=0.6) for i in range(2)]
+    assert all(len(x) == 5 and x.unique().numel() == 5 and x.max() < 9 for x in r) and not torch.equal(*r)
+    assert torch.equal(trained_step_mask("random", 10, iteration=1, seed=0), r[1])  # reproducible
+    w = [trained_step_mask("window", 10, iteration=i, seed=0, window_size=4, window_shift_every=2).tolist()
+         for i in (0, 1, 2, 11)]
+    assert w == [[0, 1, 2, 3], [0, 1, 2, 3], [1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+def test_lora_with_kl_to_reference_trains_only_the_adapter(tmp_path):
+    t = Trainer(tiny_cfg(tmp_path, "tiny-flux", lora_rank=4, beta=0.05, learning_rate=1e-2, iterations=3,
+                         train_steps="window", window_size=1), log=False)
+    rows = t.run()
+    assert rows[0]["policy/kl_to_ref"] == 0  # LoRA starts as the identity: policy = reference
+    assert rows[-1]["policy/kl_to_ref"] > 0
+    saved = checkpoint.trainable_state(t.policy)
+    assert saved and all("lora" in k for k in saved)
 
 
 def test_learning_brightness_rises(tmp_path):
