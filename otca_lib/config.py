@@ -128,7 +128,7 @@ def tiny_sd3() -> Config:
 def tiny_sd3_pixel() -> Config:
     """A tiny random-init SD3 transformer in pixel space (no VAE): the demo, where a reward visibly rises."""
     c = tiny_sd3()
-    c.model, c.output_dir = "tiny-sd3-pixel", "runs/tiny-sd3-pixel"
+    c.model, c.output_dir, c.learning_rate, c.group_size = "tiny-sd3-pixel", "runs/tiny-sd3-pixel", 1e-3, 8
     return c
 
 
