@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 FAMILIES = ("sd3", "flux", "wan")
 TRAIN_STEP_RULES = ("all", "random", "window")
 DTYPES = ("float32", "bfloat16", "float16")
+TCD_SPACES = ("latent", "x0_hat")
 
 
 @dataclass
@@ -80,6 +81,26 @@ class Config:
     """Added to the std in the advantage denominator; a group of equal rewards gets advantage 0."""
     adv_clip: float = 5.0
     """Advantages are clipped to [-adv_clip, adv_clip]."""
+
+    # ----- credit assignment knobs (credit.py; ALGORITHM.md section 3) -----
+    tcd_space: str = "latent"
+    """TCD measures progress towards the final sample on the states ('latent', the review's reading) or on the predicted clean samples ('x0_hat', CoCA's)."""
+    tcd_window: int = 1
+    """TCD averages the gains over windows of this many consecutive steps (1 = per step)."""
+    tcd_max_gain: float = 0.0
+    """TCD clips each step's gain to [0, tcd_max_gain] before normalising; 0 clips at 0 only."""
+    tcd_eps: float = 1e-3
+    """Added to every clipped gain: keeps weights finite and makes a trajectory without gains uniform."""
+    moca_lambda: float = 0.3
+    """MOCA exploration weight: c = (1 - lambda) c_min_norm + lambda u, with u the normalised reward weights."""
+    oa_stride: int = 1
+    """Objective-aware credit: score the rewards on x0_hat every oa_stride steps (gains spread evenly in between)."""
+    oa_sample_fraction: float = 1.0
+    """Objective-aware credit: fraction of samples whose x0_hat are scored; the others use the amortised profile."""
+    oa_every: int = 1
+    """Objective-aware credit: re-estimate the step profiles every oa_every iterations; reuse the amortised profile otherwise."""
+    oa_ema: float = 0.9
+    """Objective-aware credit: decay of the amortised per-objective step profile."""
 
     # ----- update -----
     learning_rate: float = 1e-4
@@ -235,6 +256,12 @@ def validate(c: Config, num_processes: int = 1) -> None:
     need(bool(c.rewards), "rewards is empty: give at least one, e.g. --set 'rewards={\"brightness\": 1.0}'")
     for name in c.rewards:
         need(name in REWARDS, f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}")
+    need(c.tcd_space in TCD_SPACES, f"tcd_space must be one of {TCD_SPACES}, got {c.tcd_space!r}")
+    need(c.tcd_window >= 1 and c.tcd_max_gain >= 0 and c.tcd_eps > 0, "tcd_window >= 1, tcd_max_gain >= 0, tcd_eps > 0")
+    need(0 <= c.moca_lambda <= 1, f"moca_lambda must be in [0, 1], got {c.moca_lambda}")
+    need(all(w > 0 for w in c.rewards.values()), "reward weights must be > 0 (drop a reward instead of weighting it 0)")
+    need(c.oa_stride >= 1 and c.oa_every >= 1 and 0 < c.oa_sample_fraction <= 1 and 0 <= c.oa_ema < 1,
+         "oa_stride >= 1, oa_every >= 1, oa_sample_fraction in (0, 1], oa_ema in [0, 1)")
     need(c.group_size >= 2, f"group_size must be >= 2 (advantages compare samples within a group), got {c.group_size}")
     need(c.prompts_per_iteration >= 1, "prompts_per_iteration must be >= 1")
     need(c.num_steps >= 2, f"num_steps must be >= 2 (the final step is deterministic), got {c.num_steps}")

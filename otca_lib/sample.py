@@ -33,6 +33,8 @@ class Rollout:
     x0_hat: torch.Tensor      # [B, T, *L] float32: the clean sample predicted at step t
     log_probs: torch.Tensor   # [B, T] float32: log p(states[:, t+1] | states[:, t]); 0 at ODE steps
     trained: torch.Tensor     # [K] long, sorted: the stochastic, trained step indices
+    step_std: torch.Tensor    # [T] float32: the std of each step's Gaussian (0 at ODE steps); equal over samples
+    seeds: list               # [B] the per-sample noise seeds (identify a sample whatever its batch position)
     pixels: torch.Tensor | None = None  # decoded final samples in [0, 1], (B, 3, H, W) or (B, 3, F, H, W)
 
 
@@ -96,7 +98,7 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
     stochastic step ``sde`` (an empty tensor gives a deterministic ODE sample).
     """
     B, T = len(prompts), len(sigmas) - 1
-    device = next(iter(policy.trainable_parameters() or [torch.empty(0)])).device
+    device = policy.unwrapped.device
     sigmas = sigmas.float().to(device)
     is_sde = torch.zeros(T, dtype=torch.bool)
     is_sde[trained] = True
@@ -106,6 +108,7 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
     states = torch.empty(B, T + 1, *latent_shape, device=device)
     x0_hat = torch.empty(B, T, *latent_shape, device=device)
     log_probs = torch.zeros(B, T, device=device)
+    step_std = torch.zeros(T, device=device)
     init_seeds = seeds if init_seeds is None else init_seeds
     for lo in range(0, B, batch_size):
         sl = slice(lo, min(lo + batch_size, B))
@@ -122,9 +125,11 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
             else:
                 step = ode_step(x, v, sigmas[t], sigmas[t + 1])
             x = step.x_next
+            step_std[t] = step.std.flatten()[0]
             states[sl, t + 1] = x
             log_probs[sl, t] = step.log_prob
-    rollout = Rollout(list(prompts), cond, uncond, sigmas, states, x0_hat, log_probs, trained.to(device))
+    rollout = Rollout(list(prompts), cond, uncond, sigmas, states, x0_hat, log_probs, trained.to(device),
+                      step_std, list(seeds))
     if decode:
         rollout.pixels = torch.cat([policy.decode(states[sl, T]) for sl in
                                     (slice(i, i + batch_size) for i in range(0, B, batch_size))])

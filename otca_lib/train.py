@@ -26,7 +26,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
-from .credit import CreditInput, advantage
+from .credit import CreditInput, CreditState, advantage
 from .policy import ModelNotAvailable, load_policy
 from .rewards import build_rewards, reward
 from .sample import sample, sample_seed, trained_step_mask
@@ -102,6 +102,8 @@ class Trainer:
         self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if self.ema is not None:
             self.acc.register_for_checkpointing(self.ema)
+        self.credit_state = CreditState()  # amortised estimates of the credit methods, checkpointed
+        self.acc.register_for_checkpointing(self.credit_state)
         self.reward_fns = build_rewards(cfg.rewards, self.acc.device)
         self.latent_shape = self.policy.latent_shape(cfg.height, cfg.width, cfg.frames or None)
         self.sigmas = self.policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
@@ -148,8 +150,8 @@ class Trainer:
         rewards = {k: acc.gather(v.to(dev)) for k, v in r_local.items()}
         t2 = time.perf_counter()
         # 3. advantage
-        adv, diag = advantage(c.credit, CreditInput(rewards, c.rewards, group.to(dev), local, rollout,
-                                                    c.global_std, c.adv_eps, c.adv_clip))
+        adv, diag = advantage(c.credit, CreditInput(rewards, group.to(dev), local, rollout, c, it,
+                                                    self.score_latents, self.credit_state))
         t3 = time.perf_counter()
         # 4. update
         self.policy.transformer.train()
@@ -161,6 +163,13 @@ class Trainer:
         metrics.update({"perf/sec_per_iter": t4 - t0, "perf/sample_sec": t1 - t0, "perf/reward_sec": t2 - t1,
                         "perf/advantage_sec": t3 - t2, "perf/update_sec": t4 - t3})
         return metrics
+
+    @torch.no_grad()
+    def score_latents(self, latents: torch.Tensor, prompts: list) -> dict[str, torch.Tensor]:
+        """Decode latents (M, *L) in rollout-sized batches and score them: {reward: [M]} (objective-aware credit)."""
+        bs = self.cfg.rollout_batch_size
+        pixels = torch.cat([self.policy.decode(latents[i:i + bs]) for i in range(0, len(latents), bs)])
+        return reward(self.reward_fns, pixels, prompts)
 
     def _reward_metrics(self, rewards: dict, group: torch.Tensor, prefix: str) -> dict[str, float]:
         from .advantage import group_reward_stats

@@ -28,14 +28,18 @@ from .sde import STEPS, kl_in_mean_space
 
 def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor,
                       clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair PPO loss and ratio. All [N] float32.
+    """Per-pair PPO loss [N] and ratio [N]; log-probs [N], adv [N] or [N, R] (float32).
 
     Outside [1 - eps_c, 1 + eps_c] on the side the advantage pushes towards, the clipped term wins the
     max and the gradient is exactly zero: one mini-batch cannot move a step's probability far.
+    With adv [N, R] (one advantage per objective, credit.per_reward_loss) each objective gets its own
+    clipped term and the R terms are summed: an objective pushing against the clip no longer
+    silences the others, which a clip of their sum would.
     """
     ratio = torch.exp(log_prob - old_log_prob)
-    loss = torch.maximum(-adv * ratio, -adv * ratio.clamp(1 - clip_range, 1 + clip_range))
-    return loss, ratio
+    r = ratio[:, None] if adv.ndim == 2 else ratio
+    loss = torch.maximum(-adv * r, -adv * r.clamp(1 - clip_range, 1 + clip_range))
+    return (loss.sum(-1) if adv.ndim == 2 else loss), ratio
 
 
 def recompute(policy, rollout, b: torch.Tensor, t: torch.Tensor, *, sde: str, noise_level: float,
@@ -88,14 +92,14 @@ class EMA:
 
 def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, iteration: int,
            ema: EMA | None = None) -> dict[str, float]:
-    """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K]. -> metrics."""
-    B, K = adv.shape
+    """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K] (or [B, K, R]). -> metrics."""
+    B, K = adv.shape[:2]
     device = adv.device
     score = partial(recompute, sde=cfg.sde, noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale)
     # Flatten (sample, trained step) pairs; the shuffle is seeded so every process and a resumed run agree.
     b_idx = torch.arange(B, device=device).repeat_interleave(K)
     t_idx = rollout.trained.to(device).repeat(B)
-    a_flat = adv.reshape(-1)
+    a_flat = adv.reshape(B * K, *adv.shape[2:])
     g = torch.Generator().manual_seed(cfg.seed * 7919 + iteration)
     perm = torch.randperm(B * K, generator=g).to(device)
     b_idx, t_idx, a_flat = b_idx[perm], t_idx[perm], a_flat[perm]

@@ -161,3 +161,16 @@ def test_smoke_run_from_the_command_line(tmp_path, name):
     assert len(rows) == 2 and "eval/total/mean" in rows[-1] and "policy/approx_kl" in rows[0]
     assert checkpoint.verify(checkpoint.resolve(out))["iteration"] == 2
     assert list((out / "samples").iterdir())
+
+
+@pytest.mark.parametrize("credit", ["per_reward_loss", "otca", "otca_objective", "noise_weighted", "gdpo"])
+def test_credit_methods_train_end_to_end(tmp_path, credit):
+    c = tiny_cfg(tmp_path, "tiny-sd3-pixel", credit=credit, iterations=2, checkpoint_every=0,
+                 rewards={"brightness": 1.0, "jpeg_compressibility": 0.05}, oa_stride=2)
+    t = Trainer(c, log=False)
+    before = [p.detach().clone() for p in t.policy.trainable_parameters()]
+    rows = t.run()
+    moved = sum(float((p.detach() - q).abs().sum()) for p, q in zip(t.policy.trainable_parameters(), before))
+    assert moved > 0 and all(torch.isfinite(p).all() for p in t.policy.trainable_parameters())
+    if credit.startswith("otca"):
+        assert 0 <= rows[-1]["credit/moca_cancelled"] <= 1 and "credit/effective_weight/brightness" in rows[-1]
