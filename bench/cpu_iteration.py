@@ -1,11 +1,17 @@
 """Time one GRPO iteration by phase and compare it with the bare transformer compute it contains.
 
     python bench/cpu_iteration.py [--preset tiny-sd3-pixel] [--iterations 5] [--set key=value ...]
+    python bench/cpu_iteration.py --credit-table    # the cost of each credit method against uniform GRPO
 
 Prints a table: seconds per phase (sample, reward, advantage, update), the iteration total, peak
 memory, and the overhead ratio = iteration time / bare compute, where bare compute is the same
 transformer calls with the same batch shapes and nothing else: the rollout's no-grad forwards and
 the update's forward + backward passes. A ratio near 1 means the trainer adds little around the model.
+
+With --credit-table it instead runs the same iterations (same seeds, so the same first rollout) with
+every credit method and two rewards, and prints each method's advantage-phase time and its whole
+iteration time relative to uniform GRPO ('grpo'). Goal: tcd, moca, otca <= 1.05x; otca_objective
+<= 1.25x with its amortisation options.
 """
 import argparse
 import dataclasses
@@ -52,12 +58,45 @@ def bare_compute(tr: Trainer, repeats: int) -> tuple[float, float]:
     return statistics.median(sample_t), statistics.median(update_t)
 
 
+CREDIT_RUNS = [("grpo", []), ("per_reward", []), ("gdpo", []), ("per_reward_loss", []), ("noise_weighted", []),
+               ("tcd", []), ("moca", []), ("otca", []), ("otca_objective", []),
+               ("otca_objective", ["oa_stride=3", "oa_sample_fraction=0.25", "oa_every=4"])]
+
+
+def credit_table(args) -> None:
+    """Median iteration time of every credit method on the same preset, seeds and rewards."""
+    rows = []
+    for name, extra in CREDIT_RUNS:
+        cfg = apply_overrides(preset(args.preset), ['rewards={"brightness": 1.0, "jpeg_compressibility": 0.05}',
+                                                    f"credit={name}", *args.set, *extra])
+        cfg = dataclasses.replace(cfg, iterations=args.iterations + 1, eval_every=0, checkpoint_every=0,
+                                  output_dir=tempfile.mkdtemp(prefix="otca-bench-"))
+        tr = Trainer(cfg, log=False)
+        its = [tr.iteration(it) for it in range(args.iterations + 1)][1:]
+        rows.append((name + (" (" + ", ".join(extra) + ")" if extra else ""),
+                     statistics.median(r["perf/advantage_sec"] for r in its),
+                     statistics.median(r["perf/sec_per_iter"] for r in its),
+                     statistics.median(r["perf/sec_per_iter"] - r["perf/advantage_sec"] for r in its)))
+    base_adv, base_iter = rows[0][1], rows[0][2]
+    others = statistics.median(r[3] for r in rows)  # sample + reward + update: the same work for every method
+    print(f"preset {args.preset}, rewards brightness + 0.05 jpeg_compressibility, median of {args.iterations} iterations")
+    print(f"{'method':<72}{'advantage s':>12}{'iteration s':>12}{'measured x':>11}{'phase-sum x':>12}")
+    for name, adv, it, _ in rows:
+        print(f"{name:<72}{adv:>12.4f}{it:>12.3f}{it / base_iter:>11.2f}{(others + adv) / (others + base_adv):>12.3f}")
+    print("measured x: the method's median iteration time / grpo's (includes timing noise of a few %);")
+    print("phase-sum x: (median non-advantage time of all runs + the method's advantage time) / the same for grpo")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="tiny-sd3-pixel")
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--set", nargs="*", default=[])
+    p.add_argument("--credit-table", action="store_true", help="compare the cost of every credit method")
     args = p.parse_args()
+    if args.credit_table:
+        credit_table(args)
+        return 0
     cfg = apply_overrides(preset(args.preset), args.set)
     cfg = dataclasses.replace(cfg, iterations=args.iterations + 1, eval_every=0, checkpoint_every=0,
                               output_dir=tempfile.mkdtemp(prefix="otca-bench-"))
