@@ -35,6 +35,8 @@ class Config:
     """Sample width in pixels."""
     frames: int = 0
     """Video frames (0 for an image model)."""
+    gradient_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass (less memory, ~30 % more update time)."""
 
     # ----- sample -----
     num_steps: int = 10
@@ -167,7 +169,75 @@ def tiny_wan() -> Config:
     return c
 
 
-PRESETS = {"tiny-sd3": tiny_sd3, "tiny-sd3-pixel": tiny_sd3_pixel, "tiny-flux": tiny_flux, "tiny-wan": tiny_wan}
+# ----- real models (cluster runs). Values from the public recipes, each with its source; "ours" marks a
+# choice of this repository where no public recipe exists. Prompts: pass the papers' training set with
+# --set train_prompts=FILE (one prompt per line, or JSONL with a "prompt" field); see data/README.md.
+def sd3_5_medium() -> Config:
+    """SD3.5-Medium with LoRA, the Flow-GRPO recipe (Liu et al. 2025, arXiv 2505.05470, PickScore task)."""
+    return Config(
+        family="sd3", model="stabilityai/stable-diffusion-3.5-medium", dtype="bfloat16",
+        lora_rank=32, lora_alpha=64,                      # Flow-GRPO
+        height=512, width=512,                            # Flow-GRPO
+        num_steps=10, eval_num_steps=40,                  # Flow-GRPO: 10 training steps, 40 for evaluation
+        sde="flow_grpo", noise_level=0.7,                 # Flow-GRPO (SD3.5)
+        guidance_scale=4.5,                               # Flow-GRPO (SD3.5 with CFG)
+        group_size=24, prompts_per_iteration=16,          # Flow-GRPO group 24; 16 prompts: ours (8 GPUs x 48 samples)
+        rollout_batch_size=8, train_micro_batch=8,        # ours, fits an 80 GB GPU with checkpointing
+        rewards={"pickscore": 1.0},                       # Flow-GRPO PickScore task
+        learning_rate=3e-4, clip_range=1e-4, beta=0.04,   # Flow-GRPO
+        gradient_checkpointing=True, iterations=1000, eval_every=50, checkpoint_every=50,
+        train_prompts="data/prompts/general_train.txt", test_prompts="data/prompts/general_test.txt",
+        output_dir="runs/sd3.5-medium")
+
+
+def flux_1_dev() -> Config:
+    """FLUX.1-dev with LoRA: OTCA's setup (review: 512 px, 20 steps train / 50 eval) with DanceGRPO's
+    SDE and rewards (Xue et al. 2025, arXiv 2505.07818: eta 0.3, 60 % of steps, group 12, HPS-v2.1 + CLIP)."""
+    return Config(
+        family="flux", model="black-forest-labs/FLUX.1-dev", dtype="bfloat16",
+        lora_rank=32, lora_alpha=64,                      # ours (DanceGRPO trains all weights)
+        height=512, width=512, num_steps=20, eval_num_steps=50,   # OTCA (review)
+        sde="dance", noise_level=0.3, train_steps="random", train_fraction=0.6,  # DanceGRPO
+        guidance_scale=1.0,                               # FLUX.1-dev is guidance-distilled: no CFG
+        group_size=12, prompts_per_iteration=16,          # DanceGRPO group 12; 16 prompts: ours
+        rollout_batch_size=4, train_micro_batch=4,        # ours
+        rewards={"hpsv21": 1.0, "clip_score": 1.0},       # DanceGRPO
+        learning_rate=1e-4, clip_range=1e-4, beta=0.0,    # clip: DanceGRPO; lr: ours for LoRA
+        gradient_checkpointing=True, iterations=300, eval_every=25, checkpoint_every=25,
+        train_prompts="data/prompts/general_train.txt", test_prompts="data/prompts/general_test.txt",
+        output_dir="runs/flux.1-dev")
+
+
+def wan2_1_t2v_1_3b() -> Config:
+    """Wan2.1-T2V-1.3B with LoRA: DanceGRPO's video SDE on a small video model (ours: resolution, frames, rewards)."""
+    return Config(
+        family="wan", model="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", dtype="bfloat16",
+        lora_rank=32, lora_alpha=64,                      # ours
+        height=480, width=832, frames=33,                 # ours (Wan's 480p, 33 of its 81 frames)
+        num_steps=16, eval_num_steps=50,                  # ours; 50: Wan's default
+        sde="dance", noise_level=0.3, train_steps="random", train_fraction=0.6,  # DanceGRPO
+        guidance_scale=5.0,                               # Wan2.1's default CFG
+        group_size=8, prompts_per_iteration=8,            # ours
+        rollout_batch_size=2, train_micro_batch=2,        # ours
+        rewards={"video_clip_score": 1.0, "video_aesthetic": 0.1, "video_motion": 0.5},  # ours
+        learning_rate=1e-4, clip_range=1e-4,              # clip: DanceGRPO
+        gradient_checkpointing=True, iterations=300, eval_every=25, checkpoint_every=25,
+        train_prompts="data/prompts/general_video_train.txt", test_prompts="data/prompts/general_video_test.txt",
+        output_dir="runs/wan2.1-t2v-1.3b")
+
+
+def wan2_2_t2v_a14b() -> Config:
+    """Wan2.2-T2V-A14B: OTCA's video setup (review: 336x592x53 frames, 12 training steps, 32 H100s)."""
+    c = wan2_1_t2v_1_3b()
+    c.model, c.output_dir = "Wan-AI/Wan2.2-T2V-A14B-Diffusers", "runs/wan2.2-t2v-a14b"
+    c.height, c.width, c.frames, c.num_steps = 336, 592, 53, 12  # OTCA (review)
+    c.group_size, c.prompts_per_iteration, c.rollout_batch_size, c.train_micro_batch = 8, 32, 1, 1  # ours
+    return c
+
+
+PRESETS = {"tiny-sd3": tiny_sd3, "tiny-sd3-pixel": tiny_sd3_pixel, "tiny-flux": tiny_flux, "tiny-wan": tiny_wan,
+           "sd3.5-medium": sd3_5_medium, "flux.1-dev": flux_1_dev, "wan2.1-t2v-1.3b": wan2_1_t2v_1_3b,
+           "wan2.2-t2v-a14b": wan2_2_t2v_a14b}
 
 
 def preset(name: str) -> Config:

@@ -389,6 +389,11 @@ def load_policy(
     pipeline.to(device)
     if lora_rank > 0:
         add_lora(pipeline.transformer, lora_rank, lora_alpha, lora_targets)
+        # The adapter is trained in fp32 whatever the frozen weights' dtype: AdamW updates of
+        # bf16 weights round away (peft runs the LoRA branch in its own dtype and casts back).
+        for p in pipeline.transformer.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
     return POLICIES[family](pipeline, keep_reference=keep_reference)
 
 

@@ -90,6 +90,8 @@ class Trainer:
         self.policy = load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype), device=self.acc.device,
                                   lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha or None,
                                   keep_reference=cfg.beta > 0)
+        if cfg.gradient_checkpointing:
+            self.policy.unwrapped.enable_gradient_checkpointing()
         params = self.policy.trainable_parameters()
         self.say(f"trainable parameters: {sum(p.numel() for p in params):,}")
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -283,6 +285,26 @@ def build_config(args) -> Config:
     return dataclasses.replace(cfg, **changes)
 
 
+def dry_run(cfg: Config, acc: Accelerator) -> int:
+    """Print the config, its batch arithmetic and the model size; real checkpoints are built on the meta
+    device (nothing downloaded) with a GPU memory estimate per process (memory.py). Trains nothing."""
+    from . import memory
+    from .policy import TINY_MODELS
+
+    if not acc.is_main_process:
+        return 0
+    print(json.dumps(cfg.to_dict(), indent=1))
+    print("batch arithmetic: " + ", ".join(f"{k}={v}" for k, v in batch_arithmetic(cfg, acc.num_processes).items()))
+    if cfg.model in TINY_MODELS:
+        policy = load_policy(cfg.family, cfg.model, lora_rank=cfg.lora_rank)
+        total = sum(p.numel() for p in policy.unwrapped.parameters())
+        print(f"transformer parameters: {total:,}; trainable: {sum(p.numel() for p in policy.trainable_parameters()):,}")
+    else:
+        print(memory.report(cfg, acc.num_processes))
+    print("dry run: config valid, not training")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -292,17 +314,13 @@ def main(argv=None) -> int:
     except (ValueError, checkpoint.CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.dry_run and acc.is_main_process:
-        print(json.dumps(cfg.to_dict(), indent=1))
+    if args.dry_run:
+        return dry_run(cfg, acc)
     try:
         trainer = Trainer(cfg, acc)
     except (ModelNotAvailable, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        total = sum(p.numel() for p in trainer.policy.unwrapped.parameters())
-        trainer.say(f"transformer parameters: {total:,}; dry run: config valid, not training")
-        return 0
     if args.resume:
         trainer.resume(args.resume)
     trainer.run()

@@ -149,7 +149,7 @@ def test_command_line_errors_and_dry_run(tmp_path, capsys):
     assert main(["--preset", "tiny-sd3", "--set", "not_a_field=1"]) == 2
     assert main(["--preset", "tiny-flux", "--dry-run", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "samples_per_process" in out and "transformer parameters" in out
+    assert "samples_per_process" in out and "transformer parameters" in out and "not training" in out
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -174,3 +174,12 @@ def test_credit_methods_train_end_to_end(tmp_path, credit):
     assert moved > 0 and all(torch.isfinite(p).all() for p in t.policy.trainable_parameters())
     if credit.startswith("otca"):
         assert 0 <= rows[-1]["credit/moca_cancelled"] <= 1 and "credit/effective_weight/brightness" in rows[-1]
+
+
+def test_bf16_weights_train_an_fp32_adapter(tmp_path):
+    t = Trainer(tiny_cfg(tmp_path, "tiny-flux", dtype="bfloat16", lora_rank=4, iterations=1), log=False)
+    rows = t.run()
+    params = t.policy.trainable_parameters()
+    assert params and all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in params)
+    assert t.policy.unwrapped.dtype == torch.bfloat16 or any(p.dtype == torch.bfloat16 for p in t.policy.unwrapped.parameters())
+    assert abs(rows[0]["policy/ratio"] - 1) < 1e-3  # on-policy: the recomputed bf16 forward equals the rollout's
