@@ -386,6 +386,13 @@ def load_policy(
                 f"a machine with network (huggingface-cli download {model} --local-dir DIR) and pass the "
                 f"folder: --set model=DIR  [{type(err).__name__}: {err}]"
             ) from err
+    return policy_from_pipeline(family, pipeline, device=device, lora_rank=lora_rank, lora_alpha=lora_alpha,
+                                lora_targets=lora_targets, keep_reference=keep_reference)
+
+
+def policy_from_pipeline(family: str, pipeline, *, device="cpu", lora_rank: int = 0, lora_alpha: float | None = None,
+                         lora_targets: list[str] | None = None, keep_reference: bool = True) -> Policy:
+    """Wrap an already built pipeline (moved to `device`, with a LoRA adapter if lora_rank > 0) as a Policy."""
     pipeline.to(device)
     if lora_rank > 0:
         add_lora(pipeline.transformer, lora_rank, lora_alpha, lora_targets)
@@ -421,29 +428,29 @@ def _tiny_tokenizer(model_max_length: int):
     )
 
 
-def _tiny_clip(with_projection: bool):
+def _tiny_clip(with_projection: bool, projection_dim: int = 16):
     config = CLIPTextConfig(
         vocab_size=len(_TINY_VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
+        num_attention_heads=2, max_position_embeddings=77, projection_dim=projection_dim,
         pad_token_id=0, eos_token_id=1, bos_token_id=1,  # pooled output is read at the first </s>
     )
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
-def _tiny_t5(umt5: bool = False):
+def _tiny_t5(umt5: bool = False, d_model: int = 32):
     kwargs = dict(
-        vocab_size=len(_TINY_VOCAB), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+        vocab_size=len(_TINY_VOCAB), d_model=d_model, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
         relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     )
     return UMT5EncoderModel(UMT5Config(**kwargs)) if umt5 else T5EncoderModel(T5Config(**kwargs))
 
 
-def _tiny_image_vae():
+def _tiny_image_vae(latent_channels: int = 4, blocks: int = 3):
     # 3 blocks -> vae_scale_factor 4: 32x32 px <-> 8x8 latents with 4 channels.
     return AutoencoderKL(
-        block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=4,
+        block_out_channels=(8,) * blocks, down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks, latent_channels=latent_channels, norm_num_groups=4,
         layers_per_block=1, sample_size=32, scaling_factor=1.5, shift_factor=0.1,
     )
 

@@ -76,7 +76,9 @@ def make_accelerator() -> Accelerator:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, accelerator: Accelerator | None = None, *, log: bool = True):
+    def __init__(self, cfg: Config, accelerator: Accelerator | None = None, *, log: bool = True, policy=None):
+        """policy: an already built policy.Policy to train instead of loading cfg.model (e.g. in a notebook,
+        or bench/gpu_check.py's random-init real architectures)."""
         self.acc = accelerator or make_accelerator()
         validate(cfg, self.acc.num_processes)
         self.cfg = cfg
@@ -87,9 +89,9 @@ class Trainer:
         n = self.arith["samples_per_process"]
         assert n * self.acc.num_processes == self.arith["samples_per_iteration"]
         self.train_prompts, self.test_prompts = read_prompts(cfg.train_prompts), read_prompts(cfg.test_prompts)
-        self.policy = load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype), device=self.acc.device,
-                                  lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha or None,
-                                  keep_reference=cfg.beta > 0)
+        self.policy = policy or load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype),
+                                            device=self.acc.device, lora_rank=cfg.lora_rank,
+                                            lora_alpha=cfg.lora_alpha or None, keep_reference=cfg.beta > 0)
         if cfg.gradient_checkpointing:
             self.policy.unwrapped.enable_gradient_checkpointing()
         params = self.policy.trainable_parameters()
