@@ -183,3 +183,58 @@ def test_bf16_weights_train_an_fp32_adapter(tmp_path):
     assert params and all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in params)
     assert t.policy.unwrapped.dtype == torch.bfloat16 or any(p.dtype == torch.bfloat16 for p in t.policy.unwrapped.parameters())
     assert abs(rows[0]["policy/ratio"] - 1) < 1e-3  # on-policy: the recomputed bf16 forward equals the rollout's
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL a command-line run after its first checkpoint, resume it, compare with an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    args = ["--preset", "tiny-sd3", "--smoke", "--set", "iterations=6", "checkpoint_every=2", "eval_every=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "otca_lib.train", *args, "--output-dir", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = run / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoint.verify(checkpoint.resolve(run))["iteration"]
+    assert killed_at < 6, "the run finished before it could be killed"
+    # same thread count for every run: float reductions depend on it
+    cli = [sys.executable, "-m", "otca_lib.train"]
+    assert subprocess.run([*cli, "--resume", str(run)], env=env, capture_output=True).returncode == 0
+    assert subprocess.run([*cli, *args, "--output-dir", str(tmp_path / "whole")], env=env, capture_output=True).returncode == 0
+    a = load_file(str(checkpoint.resolve(run) / checkpoint.TRAINABLE))
+    b = load_file(str(checkpoint.resolve(tmp_path / "whole") / checkpoint.TRAINABLE))
+    assert checkpoint.verify(checkpoint.resolve(run))["iteration"] == 6
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_shared_initial_noise_within_groups(tmp_path):
+    t = Trainer(tiny_cfg(tmp_path, shared_initial_noise=True, group_size=3), log=False)
+    captured = {}
+    import otca_lib.train as train_module
+
+    original = train_module.sample
+
+    def spy(*a, **k):
+        captured["ro"] = original(*a, **k)
+        return captured["ro"]
+
+    train_module.sample = spy
+    try:
+        t.iteration(0)
+    finally:
+        train_module.sample = original
+    x0 = captured["ro"].states[:, 0]
+    assert torch.equal(x0[0], x0[1]) and torch.equal(x0[1], x0[2]) and not torch.equal(x0[2], x0[3])
+    assert not torch.equal(captured["ro"].states[0, -1], captured["ro"].states[1, -1])  # the SDE noise differs
