@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import inspect
+import json
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -330,6 +334,33 @@ class WanPolicy(Policy):
 
 
 POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy}
+def _absent_components(family: str, model: str) -> dict:
+    """A local folder saved without some components (the pixel-space ShapesWorld models have no VAE and
+    no T5) lists them as [null, null] in model_index.json; from_pretrained needs them passed as None.
+    Also verifies the folder's SHA256SUMS, when it has one, before anything is loaded."""
+    folder = Path(model)
+    if not (folder / "model_index.json").exists():
+        return {}
+    verify_sha256sums(folder)
+    listed = json.loads((folder / "model_index.json").read_text())
+    params = inspect.signature(PIPELINES[family].__init__).parameters
+    return {name: None for name, p in params.items() if name != "self" and p.default is inspect.Parameter.empty
+            and listed.get(name, [None, None]) == [None, None]}
+
+
+def verify_sha256sums(folder: Path) -> None:
+    """Check every file listed in folder/SHA256SUMS; raise ModelNotAvailable naming the first bad one."""
+    sums = folder / "SHA256SUMS"
+    if not sums.exists():
+        return
+    for line in sums.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        f = folder / name
+        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            raise ModelNotAvailable(f"{f} is missing or does not match {sums}: the model folder is corrupt or was "
+                                    "changed; restore it (git checkout -- data/models) or re-run the pretraining command")
+
+
 class ModelNotAvailable(RuntimeError):
     """The weights of a model id / folder cannot be loaded here (offline, or an incomplete folder)."""
 
@@ -378,7 +409,7 @@ def load_policy(
         # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
         dtypes = {"default": dtype, "vae": torch.float32} if family == "wan" else dtype
         try:
-            pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes)
+            pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes, **_absent_components(family, model))
         except (OSError, ValueError) as err:  # huggingface_hub errors are OSErrors
             raise ModelNotAvailable(
                 f"Could not load {model!r} (family {family}): the weights are not in the local cache and "
@@ -407,18 +438,23 @@ def policy_from_pipeline(family: str, pipeline, *, device="cpu", lora_rank: int 
 # ----------------------------------------------------------------------------
 # Tiny random pipelines (offline, deterministic) for tests and CPU demos.
 
+def word_vocab(words) -> dict[str, int]:
+    """A word-level vocabulary with the special tokens the tiny tokenizers and text encoders expect first."""
+    return {tok: i for i, tok in enumerate(["<pad>", "</s>", "<unk>", *dict.fromkeys(words)])}
+
+
 _TINY_WORDS = (
     "a an the of and with in on at by over under top bottom middle , . photo painting drawing picture image video "
     "cat dog bird fish horse car tree house roof chair table bowl fruit flower mountain mountains river lake sea "
     "sky sun moon star night city street field forest beach boat man woman child background circle square "
     "triangle red green blue yellow orange purple black white small big old new happy running flying sitting parked"
 ).split()
-_TINY_VOCAB = {tok: i for i, tok in enumerate(["<pad>", "</s>", "<unk>", *_TINY_WORDS])}
+_TINY_VOCAB = word_vocab(_TINY_WORDS)
 
 
-def _tiny_tokenizer(model_max_length: int):
+def _tiny_tokenizer(model_max_length: int, vocab: dict | None = None):
     """Lowercase word-level tokenizer ending every sequence with </s> (CLIP pools there, T5 expects it)."""
-    tok = Tokenizer(models.WordLevel(vocab=_TINY_VOCAB, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel(vocab=vocab or _TINY_VOCAB, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])

@@ -1,0 +1,190 @@
+"""Pretrain the ShapesWorld base model, the embedded default of the repository (flow matching).
+
+    python -m otca_lib.pretrain image --minutes 25 --out data/models/shapesworld-image
+
+The model is a StableDiffusion3Pipeline in pixel space (no VAE: the state is the 32 x 32 RGB image in
+[-1, 1]) whose SD3Transformer2DModel and two small CLIP text encoders are trained from scratch, jointly,
+with a word-level tokenizer over the ShapesWorld vocabulary. It loads through the same
+``policy.load_policy("sd3", folder)`` path as the real checkpoints.
+
+Objective (rectified flow, Esser et al. 2024): for a render x0 of a training caption, noise e and a
+logit-normal noise level s = sigmoid(n), n ~ N(0, 1), the transformer predicts v = e - x0 at
+x_s = (1 - s) x0 + s e; loss = mean (v_theta - v)^2. 10 % of captions are dropped (empty prompt) so
+classifier-free guidance is possible. An EMA of all trained weights is what gets evaluated and shipped.
+
+Every ``--eval-every`` seconds the EMA weights sample the held-out prompts deterministically (ODE,
+10 steps, fixed seeds, no guidance) and are scored with the exact ShapesWorld rewards. RL needs
+headroom, so the shipped snapshot is the last one whose held-out text alignment is at most
+``--max-alignment`` (and, among those, quality at least ``--min-quality`` when any reaches it); the
+log of every evaluation, the seed, the command and the wall time go to ``pretrain.json`` beside the
+weights, and ``SHA256SUMS`` lists every file (verified at load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+from . import shapesworld as sw
+from .policy import _tiny_tokenizer, policy_from_pipeline, word_vocab
+from .sample import sample, sample_seed
+
+VOCAB = word_vocab(["a", "at", "the", "moving", *sw.SIZES, *sw.COLORS, *sw.SHAPES,
+                    *(w for p in sw.POSITIONS for w in p.split()), *sw.DIRECTIONS])
+MAX_TOKENS = 12  # the longest caption ("a large purple triangle at the bottom right") is 8 words + </s>
+EVAL_REWARDS = ("sw_alignment", "sw_color", "sw_shape", "sw_position", "sw_size", "sw_quality", "sw_aesthetic")
+
+
+def _clip(hidden: int, projection: int):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    return CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=len(VOCAB), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=MAX_TOKENS, projection_dim=projection,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1))
+
+
+def image_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
+    """The untrained ShapesWorld image model: 6 layers of width 128 on 8 x 8 patches of 4 x 4 pixels."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(
+            sample_size=32, patch_size=4, in_channels=3, out_channels=3, num_layers=6, attention_head_dim=32,
+            num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=128, pooled_projection_dim=64,
+            pos_embed_max_size=8)
+        # SD3 concatenates both CLIPs' penultimate states (2 x 32 = joint_attention_dim) and pooled outputs
+        # (2 x 32 = pooled_projection_dim); without a T5 it appends MAX_TOKENS zero tokens.
+        return StableDiffusion3Pipeline(
+            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=None,
+            text_encoder=_clip(32, 32), tokenizer=_tiny_tokenizer(MAX_TOKENS, VOCAB),
+            text_encoder_2=_clip(32, 32), tokenizer_2=_tiny_tokenizer(MAX_TOKENS, VOCAB),
+            text_encoder_3=None, tokenizer_3=None)
+
+
+def _modules(pipe):
+    return [pipe.transformer, pipe.text_encoder, pipe.text_encoder_2]
+
+
+def _encode(pipe, captions):
+    embeds, _, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, prompt_3=None,
+                                              do_classifier_free_guidance=False, max_sequence_length=MAX_TOKENS)
+    return embeds, pooled
+
+
+@torch.no_grad()
+def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0) -> dict[str, float]:
+    """Held-out means of the ShapesWorld rewards on deterministic samples (ODE, fixed seeds, no guidance)."""
+    policy = policy_from_pipeline("sd3", pipe, keep_reference=False)
+    ro = sample(policy, captions, sigmas=policy.sigmas(num_steps, sw.H, sw.W), trained=torch.empty(0, dtype=torch.long),
+                seeds=[sample_seed(seed, 10**9, i) for i in range(len(captions))], latent_shape=(3, sw.H, sw.W),
+                batch_size=64)
+    return {k: float(sw.REWARDS[k]("cpu")(ro.pixels, captions).mean()) for k in EVAL_REWARDS}
+
+
+def train_image(minutes: float, out: Path, *, batch: int = 64, lr: float = 6e-4, seed: int = 0,
+                eval_every: float = 120.0, max_alignment: float = 0.8, min_quality: float = 0.6,
+                ema_decay: float = 0.999, drop: float = 0.1, log=print) -> dict:
+    torch.manual_seed(seed)
+    pipe = image_pipeline(seed)
+    modules = _modules(pipe)
+    params = [p for m in modules for p in m.parameters()]
+    for m in modules:
+        m.train()
+    ema = copy.deepcopy(modules)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    train_caps, test_caps = sw.prompts("image", "train"), sw.prompts("image", "test")
+    g = torch.Generator().manual_seed(seed)
+    history, snapshots = [], []
+    t_start = time.time()
+    step = 0
+    while True:
+        elapsed = time.time() - t_start
+        if elapsed >= eval_every * (len(history) + 1) or elapsed >= minutes * 60:
+            eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
+            _load(eval_pipe, ema)
+            row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": round(float(loss), 4) if step else None,
+                   **evaluate(eval_pipe, test_caps, seed=seed)}
+            history.append(row)
+            snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in ema])
+            log(json.dumps(row))
+            if elapsed >= minutes * 60:
+                break
+        idx = torch.randint(len(train_caps), (batch,), generator=g)
+        caps = [train_caps[i] for i in idx.tolist()]
+        x0 = sw.render_batch(caps) * 2 - 1                                    # (B, 3, 32, 32) in [-1, 1]
+        drop_mask = torch.rand(batch, generator=g) < drop
+        caps = ["" if d else c for c, d in zip(caps, drop_mask.tolist())]
+        e = torch.randn(x0.shape, generator=g)
+        s = torch.sigmoid(torch.randn(batch, generator=g))                      # logit-normal noise levels
+        x = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * e
+        embeds, pooled = _encode(pipe, caps)
+        v = pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds,
+                             pooled_projections=pooled, return_dict=False)[0]
+        loss = torch.nn.functional.mse_loss(v, e - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            for m_ema, m in zip(ema, _modules(pipe)):
+                for pe, p in zip(m_ema.parameters(), m.parameters()):
+                    pe.lerp_(p, 1 - ema_decay)
+        step += 1
+    ok = [i for i, r in enumerate(history) if r["sw_alignment"] <= max_alignment]
+    good = [i for i in ok if history[i]["sw_quality"] >= min_quality]
+    chosen = (good or ok or [len(history) - 1])[-1]
+    for m, state in zip(_modules(pipe), snapshots[chosen]):
+        m.load_state_dict(state)
+    return {"pipeline": pipe, "history": history, "chosen": chosen, "steps": step,
+            "wall_minutes": round((time.time() - t_start) / 60, 2)}
+
+
+def _load(pipe, modules):
+    """Copy the weights of [transformer, text_encoder, text_encoder_2] modules into the pipeline's."""
+    for m, src in zip(_modules(pipe), modules):
+        m.load_state_dict(src.state_dict())
+
+
+def write_sha256sums(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder).as_posix()}" for p in files]
+    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m otca_lib.pretrain", description=__doc__.split("\n")[0])
+    ap.add_argument("kind", choices=["image"])
+    ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of the training loop")
+    ap.add_argument("--out", required=True, help="folder for the pipeline (save_pretrained), pretrain.json, SHA256SUMS")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=6e-4)
+    ap.add_argument("--eval-every", type=float, default=120.0, help="seconds between held-out evaluations")
+    ap.add_argument("--max-alignment", type=float, default=0.8)
+    ap.add_argument("--min-quality", type=float, default=0.6)
+    a = ap.parse_args(argv)
+    result = train_image(a.minutes, Path(a.out), batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
+                         max_alignment=a.max_alignment, min_quality=a.min_quality)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result["pipeline"].save_pretrained(out)
+    meta = {"command": "python -m otca_lib.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
+            "wall_minutes": result["wall_minutes"], "chosen_evaluation": result["chosen"],
+            "held_out": result["history"][result["chosen"]], "history": result["history"]}
+    (out / "pretrain.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_sha256sums(out)
+    print(f"wrote {out}: evaluation {result['chosen']} of {len(result['history'])}: {json.dumps(meta['held_out'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
