@@ -82,3 +82,15 @@ def reward(reward_fns: dict[str, RewardFn], pixels: torch.Tensor, prompts: list)
             raise ValueError(f"reward {name!r} returned shape {tuple(r.shape)}, expected ({pixels.shape[0]},)")
         out[name] = r
     return out
+
+
+# The ShapesWorld testbed's exact rewards (sw_color, sw_shape, ..., sw_motion; otca_lib/shapesworld.py).
+from .shapesworld import REWARDS as _SHAPESWORLD_REWARDS  # noqa: E402
+
+REWARDS.update(_SHAPESWORLD_REWARDS)
+
+# Model-based rewards (clip_score, pickscore, aesthetic, hpsv21, imagereward, video_*; otca_lib/reward_models.py):
+# lazy factories, no weights are read until a reward is built. Local weights: $OTCA_* (docs/rewards.md).
+from .reward_models import MODEL_REWARDS as _MODEL_REWARDS  # noqa: E402
+
+REWARDS.update(_MODEL_REWARDS)
