@@ -134,3 +134,11 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
         rollout.pixels = torch.cat([policy.decode(states[sl, T]) for sl in
                                     (slice(i, i + batch_size) for i in range(0, B, batch_size))])
     return rollout
+
+
+if __name__ == "__main__":  # python -m otca_lib.sample: the sampling command (evaluate.py)
+    import sys
+
+    from .evaluate import sample_main
+
+    sys.exit(sample_main())

@@ -1,0 +1,40 @@
+"""Sampling and evaluation commands on a tiny pipeline and on ShapesWorld renders."""
+import json
+
+import pytest
+import torch
+
+from otca_lib import evaluate, shapesworld as sw
+from otca_lib.config import PRESETS, preset, validate
+
+
+def test_sample_then_evaluate_the_folder(tmp_path, capsys):
+    out = tmp_path / "samples"
+    assert evaluate.sample_main(["--preset", "tiny-sd3-pixel", "--prompts", "data/prompts/tiny_test.txt",
+                                 "--out", str(out), "--seed", "3"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert len(index) == 4 and all((out / r["file"]).exists() for r in index)
+    assert evaluate.main(["--preset", "tiny-sd3-pixel", "--folder", str(out), "--json", str(tmp_path / "s.json")]) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["brightness"]["n"] == 4 and 0 < summary["brightness"]["mean"] < 1
+    assert "95% CI" in capsys.readouterr().out
+
+
+def test_videos_round_trip_through_gif_and_npy(tmp_path):
+    caps = sw.prompts("video", "test")[:3]
+    pixels = sw.render_batch(caps, seed=0)
+    evaluate.write_samples(pixels, caps, [0, 1, 2], tmp_path)
+    back, prompts = evaluate.read_samples(tmp_path)
+    assert prompts == caps and torch.equal(back, pixels)
+    assert (evaluate.summarize({"sw_motion": sw.REWARDS["sw_motion"]("cpu")(back, caps)})["sw_motion"]["mean"] > 0.9)
+
+
+def test_summary_confidence_interval():
+    s = evaluate.summarize({"r": torch.tensor([0.0, 1.0, float("nan"), 0.0, 1.0])})["r"]
+    assert s["n"] == 4 and s["mean"] == 0.5
+    assert abs(s["ci95"] - 1.96 * (1 / 3) ** 0.5 / 2) < 1e-12  # sample std of 0, 1, 0, 1 is sqrt(1/3)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_valid(name):
+    validate(preset(name), num_processes=1)
