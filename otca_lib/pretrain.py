@@ -110,7 +110,7 @@ def train_image(minutes: float, out: Path, *, batch: int = 64, lr: float = 6e-4,
         if elapsed >= eval_every * (len(history) + 1) or elapsed >= minutes * 60:
             eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
             _load(eval_pipe, ema)
-            row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": round(float(loss), 4) if step else None,
+            row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": round(float(loss.detach()), 4) if step else None,
                    **evaluate(eval_pipe, test_caps, seed=seed)}
             history.append(row)
             snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in ema])

@@ -132,13 +132,17 @@ def test_every_method_is_order_invariant_and_splits_over_processes(name):
     torch.testing.assert_close(torch.cat(halves), full, rtol=1e-4, atol=1e-5)
 
 
-def test_objective_aware_credit_finds_where_each_objective_changed():
-    # x0_hat channel 0 (objective a) changes during steps 0-1 only; channel 1 (objective b) during 3-4 only
+def early_and_late_rollout():
+    """x0_hat channel 0 (objective a) changes during steps 0-1 only; channel 1 (objective b) during 3-4 only."""
     x = torch.zeros(B, T + 1, 2, 4, 4)
     for t in range(T + 1):
         x[:, t, 0] = min(t, 2) / 2
         x[:, t, 1] = max(t - 3, 0) / 2
-    ro = rollout(states=x, x0_hat=x[:, :T].clone(), trained=torch.arange(T))
+    return rollout(states=x, x0_hat=x[:, :T].clone(), trained=torch.arange(T))
+
+
+def test_objective_aware_credit_finds_where_each_objective_changed():
+    ro = early_and_late_rollout()
     W = objective_step_weights(inp(ro=ro))                                 # [B, R, K]
     assert (W[:, 0, :2] > 2).all() and (W[:, 0, 2:] < 0.01).all()
     assert (W[:, 1, 3:] > 2).all() and (W[:, 1, :3] < 0.01).all()
@@ -149,11 +153,7 @@ def test_objective_aware_credit_finds_where_each_objective_changed():
 
 
 def test_objective_aware_amortisation_reuses_the_profile():
-    x = torch.zeros(B, T + 1, 2, 4, 4)
-    for t in range(T + 1):
-        x[:, t, 0] = min(t, 2) / 2
-        x[:, t, 1] = max(t - 3, 0) / 2
-    ro = rollout(states=x, x0_hat=x[:, :T].clone(), trained=torch.arange(T))
+    ro = early_and_late_rollout()
     state = CreditState()
     calls = []
 
