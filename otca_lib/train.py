@@ -36,13 +36,20 @@ EVAL_KEY = 10**9  # seed key of the evaluation samples: fixed across iterations 
 
 
 def read_prompts(path: str) -> list[str]:
+    """Prompts from a text file (one per line) or a JSONL file (one object per line with a "prompt" field)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"prompt file {path} not found (one prompt per line; set train_prompts / test_prompts)")
-    prompts = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    if not prompts:
+        raise FileNotFoundError(f"prompt file {path} not found (one prompt per line, or JSONL with a \"prompt\" "
+                                "field; set train_prompts / test_prompts)")
+    lines = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if p.suffix == ".jsonl":
+        try:
+            lines = [json.loads(line)["prompt"].strip() for line in lines]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path}: every JSONL line must be an object with a string \"prompt\" field ({e})") from e
+    if not lines:
         raise ValueError(f"prompt file {path} has no prompts")
-    return prompts
+    return lines
 
 
 def save_grid(pixels: torch.Tensor, path: Path, cols: int = 8) -> None:

@@ -38,3 +38,18 @@ def test_summary_confidence_interval():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_is_valid(name):
     validate(preset(name), num_processes=1)
+
+
+def test_prompt_files_text_and_jsonl(tmp_path):
+    from otca_lib.train import read_prompts
+
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a cat", "id": 1}\n\n{"prompt": " a dog "}\n')
+    assert read_prompts(str(tmp_path / "p.jsonl")) == ["a cat", "a dog"]
+    (tmp_path / "bad.jsonl").write_text('{"text": "a cat"}\n')
+    with pytest.raises(ValueError, match="prompt"):
+        read_prompts(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_prompts(str(tmp_path / "missing.txt"))
+    for name in PRESETS:  # every preset's prompt files are shipped
+        c = preset(name)
+        assert read_prompts(c.train_prompts) and read_prompts(c.test_prompts)
