@@ -178,7 +178,7 @@ def shapesworld_image() -> Config:
         sde="flow_grpo", noise_level=0.7, train_steps="random", train_fraction=0.5,
         prompts_per_iteration=4, group_size=8, rollout_batch_size=32, train_micro_batch=48,
         rewards={"sw_alignment": 1.0, "sw_quality": 0.5, "sw_aesthetic": 0.25},
-        learning_rate=3e-4, clip_range=1e-4, iterations=30, eval_every=10, eval_samples=48, checkpoint_every=10,
+        learning_rate=5e-5, clip_range=1e-4, iterations=30, eval_every=10, eval_samples=48, checkpoint_every=10,
         train_prompts="data/prompts/shapesworld_image_train.txt", test_prompts="data/prompts/shapesworld_image_test.txt",
         output_dir="runs/shapesworld-image")
 
