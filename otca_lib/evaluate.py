@@ -27,8 +27,7 @@ from .config import preset
 from .policy import load_policy
 from .rewards import build_rewards, reward
 from .sample import sample, sample_seed
-
-EVAL_KEY = 10**9  # seed key of evaluation samples, as in train.py: fixed across runs
+from .train import EVAL_KEY, read_prompts  # the trainer's evaluation seeds, so the numbers agree
 
 
 def load(preset_name: str, ckpt: str | None = None):
@@ -123,12 +122,6 @@ def read_samples(folder: Path) -> tuple[torch.Tensor, list[str]]:
     return torch.stack(pix), [row["prompt"] for row in index]
 
 
-def _prompt_file(path: str) -> list[str]:
-    from .train import read_prompts
-
-    return read_prompts(path)
-
-
 def sample_main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.sample", description="Write samples of a prompt file.")
     ap.add_argument("--preset", required=True)
@@ -138,7 +131,7 @@ def sample_main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     cfg, policy = load(a.preset, a.checkpoint)
-    prompts = _prompt_file(a.prompts)
+    prompts = read_prompts(a.prompts)
     seeds = [sample_seed(a.seed, EVAL_KEY, i) for i in range(len(prompts))]
     print(f"wrote {write_samples(generate(cfg, policy, prompts, seeds), prompts, seeds, Path(a.out))}")
     return 0
@@ -159,7 +152,7 @@ def main(argv=None) -> int:
         pixels, prompts = read_samples(Path(a.folder))
     else:
         cfg, policy = load(a.preset, a.checkpoint)
-        base = _prompt_file(a.prompts or cfg.test_prompts)
+        base = read_prompts(a.prompts or cfg.test_prompts)
         prompts = [p for p in base for _ in range(a.samples_per_prompt)]
         pixels = generate(cfg, policy, prompts, [sample_seed(a.seed, EVAL_KEY, i) for i in range(len(prompts))])
     scores = reward(build_rewards(reward_names(cfg)), pixels, prompts)

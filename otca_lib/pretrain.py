@@ -89,7 +89,7 @@ def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0) -> d
     return {k: float(sw.REWARDS[k]("cpu")(ro.pixels, captions).mean()) for k in EVAL_REWARDS}
 
 
-def train_image(minutes: float, out: Path, *, batch: int = 64, lr: float = 6e-4, seed: int = 0,
+def train_image(minutes: float, *, batch: int = 64, lr: float = 6e-4, seed: int = 0,
                 eval_every: float = 120.0, max_alignment: float = 0.8, min_quality: float = 0.6,
                 ema_decay: float = 0.999, drop: float = 0.1, log=print) -> dict:
     torch.manual_seed(seed)
@@ -104,13 +104,13 @@ def train_image(minutes: float, out: Path, *, batch: int = 64, lr: float = 6e-4,
     g = torch.Generator().manual_seed(seed)
     history, snapshots = [], []
     t_start = time.time()
-    step = 0
+    step, loss = 0, None
     while True:
         elapsed = time.time() - t_start
         if elapsed >= eval_every * (len(history) + 1) or elapsed >= minutes * 60:
             eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
             _load(eval_pipe, ema)
-            row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": round(float(loss.detach()), 4) if step else None,
+            row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": None if loss is None else round(float(loss.detach()), 4),
                    **evaluate(eval_pipe, test_caps, seed=seed)}
             history.append(row)
             snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in ema])
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-alignment", type=float, default=0.8)
     ap.add_argument("--min-quality", type=float, default=0.6)
     a = ap.parse_args(argv)
-    result = train_image(a.minutes, Path(a.out), batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
+    result = train_image(a.minutes, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
                          max_alignment=a.max_alignment, min_quality=a.min_quality)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

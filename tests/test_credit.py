@@ -1,6 +1,5 @@
 """Credit methods: hand-computed cases and invariants (ALGORITHM.md sections 2-3)."""
 import dataclasses
-import math
 
 import pytest
 import torch

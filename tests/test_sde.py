@@ -1,11 +1,10 @@
 """The SDE steps: parity with diffusers, the exact log-prob, and the closed-form Gaussian case."""
-import math
 
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from otca_lib.sde import STEPS, cps_step, dance_step, flow_grpo_step, gaussian_log_prob, ode_step
+from otca_lib.sde import STEPS, flow_grpo_step, gaussian_log_prob, ode_step
 
 
 def test_zero_noise_equals_diffusers_euler_step():

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from accelerate import Accelerator
 
 from otca_lib import checkpoint
 from otca_lib.config import Config, apply_overrides, preset, smoke, validate
