@@ -99,8 +99,8 @@ def flow_grpo_step(x, v, s, s_next, noise_level: float, noise=None, x_next=None)
     return _finish(mean, std, noise, x_next)
 
 
-def dance_step(x, v, s, s_next, eta: float, noise=None, x_next=None) -> Step:
-    """DanceGRPO's SDE step (Xue et al. 2025, arXiv 2505.07818): constant diffusion g = eta.
+def dance_step(x, v, s, s_next, noise_level: float, noise=None, x_next=None) -> Step:
+    """DanceGRPO's SDE step (Xue et al. 2025, arXiv 2505.07818): constant diffusion g = eta = noise_level.
 
         score = -(x - (1 - s) x0_hat) / s^2             x0_hat = x - s v
         mean  = x + dt [v - eta^2 / 2 * score]
@@ -113,6 +113,7 @@ def dance_step(x, v, s, s_next, eta: float, noise=None, x_next=None) -> Step:
     dt = sn - s_
     x0_hat = x - s_ * v
     score = -(x - (1 - s_) * x0_hat) / s_**2
+    eta = noise_level
     mean = x + dt * (v - eta**2 / 2 * score)
     std = torch.full_like(dt, eta) * torch.sqrt(-dt)
     return _finish(mean, std, noise, x_next)

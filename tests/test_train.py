@@ -18,8 +18,9 @@ def tiny_cfg(tmp_path, name="tiny-sd3", **kw) -> Config:
     return dataclasses.replace(c, **kw)
 
 
-@pytest.mark.parametrize("family,cfg_scale", [("sd3", 1.0), ("flux", 1.0), ("wan", 1.0), ("sd3", 4.5)])
-def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale):
+@pytest.mark.parametrize("family,cfg_scale,sde", [("sd3", 1.0, "flow_grpo"), ("flux", 1.0, "dance"),
+                                                  ("wan", 1.0, "cps"), ("sd3", 4.5, "flow_grpo")])
+def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale, sde):
     policy = load_policy(family, f"tiny-{family}")
     c = preset(f"tiny-{family}")
     T = 4
@@ -27,7 +28,7 @@ def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale):
     shape = policy.latent_shape(c.height, c.width, c.frames or None)
     prompts = ["a red cat", "a blue dog", "a green tree", "a small house", "a bird", "a boat"]
     seeds = [sample_seed(0, 0, 2, i) for i in range(6)]
-    kw = dict(sigmas=sigmas, trained=torch.arange(T - 1), seeds=seeds, latent_shape=shape, sde="flow_grpo",
+    kw = dict(sigmas=sigmas, trained=torch.arange(T - 1), seeds=seeds, latent_shape=shape, sde=sde,
               noise_level=0.7, guidance_scale=cfg_scale)
     big = sample(policy, prompts, batch_size=6, **kw)
     small = sample(policy, prompts, batch_size=4, **kw)
@@ -38,7 +39,7 @@ def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale):
     b = torch.arange(6).repeat_interleave(T - 1)
     t = torch.arange(T - 1).repeat(6)
     for chunk in (len(b), 5):
-        lp = torch.cat([recompute(policy, big, b[i:i + chunk], t[i:i + chunk], sde="flow_grpo", noise_level=0.7,
+        lp = torch.cat([recompute(policy, big, b[i:i + chunk], t[i:i + chunk], sde=sde, noise_level=0.7,
                                   guidance_scale=cfg_scale).log_prob
                         for i in range(0, len(b), chunk)])
         ratio = torch.exp(lp - big.log_probs[b, t])
