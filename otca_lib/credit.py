@@ -185,13 +185,13 @@ def per_reward_loss(inp: CreditInput):
 def noise_weighted(inp: CreditInput):
     """Steps weighted by their noise std sigma_t sqrt(-dt), mean 1 (TempFlow-GRPO's noise-aware weighting)."""
     w = noise_step_weights(inp.rollout)
-    return summed_reward_advantage(inp)[:, None] * w[None], _step_diag(w[None])
+    return summed_reward_advantage(inp)[:, None] * w[None], _step_diag(w[None], inp.rollout.trained)
 
 
 def tcd(inp: CreditInput):
     """OTCA's trajectory-level credit decomposition on the summed-reward advantage."""
     W = _tcd(inp)
-    return summed_reward_advantage(inp)[:, None] * W, _step_diag(W)
+    return summed_reward_advantage(inp)[:, None] * W, _step_diag(W, inp.rollout.trained)
 
 
 def moca(inp: CreditInput):
@@ -204,7 +204,7 @@ def otca(inp: CreditInput):
     """OTCA = TCD x MOCA: A_hat_t^i = W_t^i sum_k c_k^i A_k^i (the review's separable product)."""
     A, c, diag = _moca(inp)
     W = _tcd(inp)
-    return W * (c * A).sum(1, keepdim=True), {**diag, **_step_diag(W)}
+    return W * (c * A).sum(1, keepdim=True), {**diag, **_step_diag(W, inp.rollout.trained)}
 
 
 def otca_objective(inp: CreditInput):
@@ -273,9 +273,10 @@ def _moca(inp: CreditInput):
     return A, c, diag
 
 
-def _step_diag(W: torch.Tensor) -> dict:
-    """Mean step weight per trained step (W [B or 1, K]), for heatmaps over training."""
-    return {f"weight/step_{i}": float(v) for i, v in enumerate(W.mean(0))}
+def _step_diag(W: torch.Tensor, trained: torch.Tensor) -> dict:
+    """Mean weight of each trained denoising step t (W [B or 1, K], trained [K] the step indices), for heatmaps
+    over training: with random trained steps a given t is logged only in the iterations that train it."""
+    return {f"weight/step_{int(t)}": float(v) for t, v in zip(trained, W.mean(0))}
 
 
 CREDIT_METHODS = {f.__name__: f for f in (grpo, per_reward, gdpo, per_reward_loss, noise_weighted, tcd, moca,
