@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-FAMILIES = ("sd3", "flux", "wan")
+FAMILIES = ("sd3", "flux", "wan", "wan-x0")
 TRAIN_STEP_RULES = ("all", "random", "window")
 DTYPES = ("float32", "bfloat16", "float16")
 TCD_SPACES = ("latent", "x0_hat")
@@ -20,7 +20,8 @@ TCD_SPACES = ("latent", "x0_hat")
 class Config:
     # ----- model -----
     family: str = "sd3"
-    """Pipeline family: 'sd3' (StableDiffusion3Pipeline), 'flux' (FluxPipeline), 'wan' (WanPipeline, video)."""
+    """Pipeline family: 'sd3' (StableDiffusion3Pipeline), 'flux' (FluxPipeline), 'wan' (WanPipeline, video),
+    'wan-x0' (a WanPipeline whose transformer predicts x0, as the ShapesWorld video model does)."""
     model: str = "tiny-sd3"
     """Hub id or local folder passed to the pipeline's from_pretrained; 'tiny-<family>' builds a tiny random-init pipeline offline."""
     dtype: str = "float32"
@@ -183,6 +184,20 @@ def shapesworld_image() -> Config:
         output_dir="runs/shapesworld-image")
 
 
+def shapesworld_video() -> Config:
+    """The embedded video default: the shipped ShapesWorld video model (pixel-space Wan predicting x0, data/models)
+    with its exact rewards, motion first; full fine-tuning. 4 prompts x 8 videos of 8 frames x 8 steps, half of
+    them trained per iteration."""
+    return Config(
+        family="wan-x0", model="data/models/shapesworld-video", height=32, width=32, frames=8, num_steps=8,
+        eval_num_steps=10, sde="flow_grpo", noise_level=0.7, train_steps="random", train_fraction=0.5,
+        prompts_per_iteration=4, group_size=8, rollout_batch_size=32, train_micro_batch=32,
+        rewards={"sw_motion": 1.0, "sw_alignment": 0.5, "sw_consistency": 0.25, "sw_quality": 0.25},
+        learning_rate=5e-5, clip_range=1e-4, iterations=30, eval_every=10, eval_samples=44, checkpoint_every=10,
+        train_prompts="data/prompts/shapesworld_video_train.txt", test_prompts="data/prompts/shapesworld_video_test.txt",
+        output_dir="runs/shapesworld-video")
+
+
 # ----- real models (cluster runs). Values from the public recipes, each with its source; "ours" marks a
 # choice of this repository where no public recipe exists. Prompts: pass the papers' training set with
 # --set train_prompts=FILE (one prompt per line, or JSONL with a "prompt" field); see data/README.md.
@@ -249,7 +264,7 @@ def wan2_2_t2v_a14b() -> Config:
     return c
 
 
-PRESETS = {"shapesworld-image": shapesworld_image, "tiny-sd3": tiny_sd3, "tiny-sd3-pixel": tiny_sd3_pixel, "tiny-flux": tiny_flux, "tiny-wan": tiny_wan,
+PRESETS = {"shapesworld-image": shapesworld_image, "shapesworld-video": shapesworld_video, "tiny-sd3": tiny_sd3, "tiny-sd3-pixel": tiny_sd3_pixel, "tiny-flux": tiny_flux, "tiny-wan": tiny_wan,
            "sd3.5-medium": sd3_5_medium, "flux.1-dev": flux_1_dev, "wan2.1-t2v-1.3b": wan2_1_t2v_1_3b,
            "wan2.2-t2v-a14b": wan2_2_t2v_a14b}
 
@@ -361,7 +376,7 @@ def validate(c: Config, num_processes: int = 1) -> None:
     need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
     need(c.adv_clip > 0 and c.adv_eps >= 0, "adv_clip must be > 0 and adv_eps >= 0")
     need(c.height > 0 and c.width > 0 and c.frames >= 0, "height, width must be > 0 and frames >= 0")
-    need((c.frames > 0) == (c.family == "wan"), "frames > 0 exactly for the video family 'wan'")
+    need((c.frames > 0) == c.family.startswith("wan"), "frames > 0 exactly for the video families 'wan', 'wan-x0'")
     need(c.iterations >= 1, "iterations must be >= 1")
     need(c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
          "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1")

@@ -81,7 +81,7 @@ def reward_names(cfg) -> list[str]:
         from .shapesworld import REWARDS as SW
 
         video = cfg.frames > 0
-        names += [k for k in SW if k not in names and (k not in ("sw_motion", "sw_consistency") or video)
+        names += [k for k in SW if k not in names and (k not in ("sw_motion", "sw_consistency", "sw_direction") or video)
                   and not (video and k == "sw_position")]
     return names
 

@@ -54,9 +54,9 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-FAMILIES = ("sd3", "flux", "wan")
+FAMILIES = ("sd3", "flux", "wan", "wan-x0")
 # offline random pipelines; "tiny-sd3-pixel" has no VAE: its state is the image itself
-TINY_MODELS = {**{f"tiny-{family}": family for family in FAMILIES}, "tiny-sd3-pixel": "sd3"}
+TINY_MODELS = {"tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-wan": "wan", "tiny-sd3-pixel": "sd3"}
 
 # Attention projections (plus the joint-attention context projections of SD3/Flux)
 # and, for Wan, the feed-forward layers; names checked against the diffusers classes.
@@ -66,6 +66,7 @@ DEFAULT_LORA_TARGETS = {
     "flux": _JOINT_ATTN,
     "wan": ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
 }
+DEFAULT_LORA_TARGETS["wan-x0"] = DEFAULT_LORA_TARGETS["wan"]
 _FAMILY_OF_TRANSFORMER = {SD3Transformer2DModel: "sd3", FluxTransformer2DModel: "flux", WanTransformer3DModel: "wan"}
 
 
@@ -304,9 +305,9 @@ class WanPolicy(Policy):
 
     @torch.no_grad()
     def encode_prompts(self, prompts):
-        embeds, _ = self.pipeline.encode_prompt(
-            prompt=prompts, do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length
-        )
+        # A word-level tokenizer of a few tokens (ShapesWorld) caps the 512 text tokens of the real models.
+        n = min(self.max_sequence_length, self.pipeline.tokenizer.model_max_length)
+        embeds, _ = self.pipeline.encode_prompt(prompt=prompts, do_classifier_free_guidance=False, max_sequence_length=n)
         return {"prompt_embeds": embeds}  # (B, T5 tokens, text_dim), zero past each prompt's length
 
     def _forward(self, model, x, sigma, cond):
@@ -318,6 +319,8 @@ class WanPolicy(Policy):
     def latent_shape(self, height, width, frames=None):
         if frames is None:
             raise ValueError("Wan is a video model: latent_shape needs `frames`")
+        if self.pipeline.vae is None:  # pixel-space model: the state is the video itself
+            return (self.config.in_channels, frames, height, width)
         ft, fs = self.pipeline.vae_scale_factor_temporal, self.pipeline.vae_scale_factor_spatial
         return (self.config.in_channels, (frames - 1) // ft + 1, height // fs, width // fs)
 
@@ -325,6 +328,8 @@ class WanPolicy(Policy):
     def decode(self, x):
         """Video latents (B, C, F, H, W) -> pixels (B, 3, frames, f*H, f*W) in [0, 1], float32."""
         vae = self.pipeline.vae
+        if vae is None:  # pixel-space model: the state is the video itself, in [-1, 1]
+            return (x.float() / 2 + 0.5).clamp(0, 1)
         shape = (1, vae.config.z_dim, 1, 1, 1)
         mean = torch.tensor(vae.config.latents_mean).view(shape).to(vae.device, vae.dtype)
         std = torch.tensor(vae.config.latents_std).view(shape).to(vae.device, vae.dtype)
@@ -333,7 +338,23 @@ class WanPolicy(Policy):
         return (video.float() / 2 + 0.5).clamp(0, 1)
 
 
-POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy}
+class WanX0Policy(WanPolicy):
+    """A Wan transformer trained to predict the clean sample x0 instead of the velocity (the ShapesWorld video
+    model: its (8, 4, 4) patches give each token 384 outputs from a width of 128, too few to carry the noise
+    that a velocity contains). Rectified flow x_s = (1 - s) x0 + s e turns the prediction into a velocity
+
+        v = e - x0 = (x_s - x0_theta) / s          (s > 0 at every step the sampler evaluates)
+
+    so everything downstream (SDE steps, log-probs, x0_hat = x - s v = x0_theta) is unchanged."""
+    family = "wan-x0"
+
+    def _forward(self, model, x, sigma, cond):
+        x0 = super()._forward(model, x, sigma, cond)
+        # fp32: the division by s (as small as 1 / num_steps) would amplify bf16 rounding.
+        return (x.float() - x0.float()) / sigma.float().view(-1, *[1] * (x.ndim - 1))
+
+
+POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy, "wan-x0": WanX0Policy}
 def _absent_components(family: str, model: str) -> dict:
     """A local folder saved without some components (the pixel-space ShapesWorld models have no VAE and
     no T5) lists them as [null, null] in model_index.json; from_pretrained needs them passed as None.
@@ -365,7 +386,7 @@ class ModelNotAvailable(RuntimeError):
     """The weights of a model id / folder cannot be loaded here (offline, or an incomplete folder)."""
 
 
-PIPELINES = {"sd3": StableDiffusion3Pipeline, "flux": FluxPipeline, "wan": WanPipeline}
+PIPELINES = {"sd3": StableDiffusion3Pipeline, "flux": FluxPipeline, "wan": WanPipeline, "wan-x0": WanPipeline}
 
 
 def add_lora(transformer, rank: int, alpha: float | None = None, target_modules: list[str] | None = None,
@@ -407,7 +428,7 @@ def load_policy(
             pipeline.to(dtype=dtype)
     else:
         # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
-        dtypes = {"default": dtype, "vae": torch.float32} if family == "wan" else dtype
+        dtypes = {"default": dtype, "vae": torch.float32} if family.startswith("wan") else dtype
         try:
             pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes, **_absent_components(family, model))
         except (OSError, ValueError) as err:  # huggingface_hub errors are OSErrors

@@ -1,6 +1,7 @@
-"""Pretrain the ShapesWorld base model, the embedded default of the repository (flow matching).
+"""Pretrain the ShapesWorld base models, the embedded default of the repository (flow matching).
 
     python -m otca_lib.pretrain image --minutes 25 --out data/models/shapesworld-image
+    python -m otca_lib.pretrain video --minutes 60 --out data/models/shapesworld-video
 
 The model is a StableDiffusion3Pipeline in pixel space (no VAE: the state is the 32 x 32 RGB image in
 [-1, 1]) whose SD3Transformer2DModel and two small CLIP text encoders are trained from scratch, jointly,
@@ -11,6 +12,13 @@ Objective (rectified flow, Esser et al. 2024): for a render x0 of a training cap
 logit-normal noise level s = sigmoid(n), n ~ N(0, 1), the transformer predicts v = e - x0 at
 x_s = (1 - s) x0 + s e; loss = mean (v_theta - v)^2. 10 % of captions are dropped (empty prompt) so
 classifier-free guidance is possible. An EMA of all trained weights is what gets evaluated and shipped.
+
+The video model is a WanPipeline in pixel space (the state is the (3, 8, 32, 32) video in [-1, 1]) whose
+WanTransformer3DModel takes patches of (8, 4, 4): one token holds a 4 x 4 pixel column through all 8 frames,
+so 64 tokens cost what the image model's do and every token sees the whole motion. Each token then outputs
+384 values from a width of 128, too few to carry the noise in a velocity, so the video transformer predicts
+x0 (loss = mean (x0_theta - x0)^2) and is loaded as the family "wan-x0" (policy.WanX0Policy turns x0 into
+v = (x_s - x0_theta) / s). Its text encoder is a small UMT5 trained jointly, as the CLIPs are for images.
 
 Every ``--eval-every`` seconds the EMA weights sample the held-out prompts deterministically (ODE,
 10 steps, fixed seeds, no guidance) and are scored with the exact ShapesWorld rewards. RL needs
@@ -31,7 +39,8 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline,
+                       WanPipeline, WanTransformer3DModel)
 
 from . import shapesworld as sw
 from .policy import _tiny_tokenizer, policy_from_pipeline, word_vocab
@@ -40,7 +49,9 @@ from .sample import sample, sample_seed
 VOCAB = word_vocab(["a", "at", "the", "moving", *sw.SIZES, *sw.COLORS, *sw.SHAPES,
                     *(w for p in sw.POSITIONS for w in p.split()), *sw.DIRECTIONS])
 MAX_TOKENS = 12  # the longest caption ("a large purple triangle at the bottom right") is 8 words + </s>
-EVAL_REWARDS = ("sw_alignment", "sw_color", "sw_shape", "sw_position", "sw_size", "sw_quality", "sw_aesthetic")
+EVAL_REWARDS = {"image": ("sw_alignment", "sw_color", "sw_shape", "sw_position", "sw_size", "sw_quality", "sw_aesthetic"),
+                "video": ("sw_alignment", "sw_color", "sw_shape", "sw_size", "sw_motion", "sw_direction",
+                          "sw_consistency", "sw_quality", "sw_aesthetic")}
 
 
 def _clip(hidden: int, projection: int):
@@ -69,38 +80,79 @@ def image_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
             text_encoder_3=None, tokenizer_3=None)
 
 
+def video_pipeline(seed: int = 0) -> WanPipeline:
+    """The untrained ShapesWorld video model: 6 layers of width 128 on 64 tokens of (8, 4, 4) pixels, x0-predicting."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = WanTransformer3DModel(
+            patch_size=(8, 4, 4), num_attention_heads=4, attention_head_dim=32, in_channels=3, out_channels=3,
+            text_dim=64, freq_dim=64, ffn_dim=256, num_layers=6, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=32)
+        text_encoder = UMT5EncoderModel(UMT5Config(
+            vocab_size=len(VOCAB), d_model=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
+            relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
+            pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        return WanPipeline(tokenizer=_tiny_tokenizer(MAX_TOKENS, VOCAB), text_encoder=text_encoder,
+                           transformer=transformer, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+
+
 def _modules(pipe):
-    return [pipe.transformer, pipe.text_encoder, pipe.text_encoder_2]
+    """The jointly trained modules: the transformer and the text encoder(s)."""
+    return [m for m in (pipe.transformer, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
 
 
-def _encode(pipe, captions):
+def image_loss(pipe, x0, captions, e, s):
+    """Velocity loss of the SD3 image model on images x0 (B, 3, 32, 32): mean (v_theta - (e - x0))^2."""
     embeds, _, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, prompt_3=None,
                                               do_classifier_free_guidance=False, max_sequence_length=MAX_TOKENS)
-    return embeds, pooled
+    x = (1 - s.view(-1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1) * e
+    v = pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds,
+                         pooled_projections=pooled, return_dict=False)[0]
+    return torch.nn.functional.mse_loss(v, e - x0)
+
+
+def video_loss(pipe, x0, captions, e, s):
+    """x0 loss of the Wan video model on videos x0 (B, 3, 8, 32, 32): mean (x0_theta - x0)^2."""
+    embeds, _ = pipe.encode_prompt(prompt=captions, do_classifier_free_guidance=False, max_sequence_length=MAX_TOKENS)
+    x = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * e
+    x0_theta = pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds, return_dict=False)[0]
+    return torch.nn.functional.mse_loss(x0_theta, x0)
+
+
+KINDS = {  # kind -> (untrained pipeline, policy family, loss, batch default)
+    "image": (image_pipeline, "sd3", image_loss, 64),
+    "video": (video_pipeline, "wan-x0", video_loss, 32),
+}
 
 
 @torch.no_grad()
 def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0) -> dict[str, float]:
     """Held-out means of the ShapesWorld rewards on deterministic samples (ODE, fixed seeds, no guidance)."""
-    policy = policy_from_pipeline("sd3", pipe, keep_reference=False)
+    kind = "video" if isinstance(pipe, WanPipeline) else "image"
+    policy = policy_from_pipeline(KINDS[kind][1], pipe, keep_reference=False)
+    frames = sw.FRAMES if kind == "video" else None
     ro = sample(policy, captions, sigmas=policy.sigmas(num_steps, sw.H, sw.W), trained=torch.empty(0, dtype=torch.long),
-                seeds=[sample_seed(seed, 10**9, i) for i in range(len(captions))], latent_shape=(3, sw.H, sw.W),
-                batch_size=64)
-    return {k: float(sw.REWARDS[k]("cpu")(ro.pixels, captions).mean()) for k in EVAL_REWARDS}
+                seeds=[sample_seed(seed, 10**9, i) for i in range(len(captions))],
+                latent_shape=policy.latent_shape(sw.H, sw.W, frames), batch_size=64)
+    return {k: float(sw.REWARDS[k]("cpu")(ro.pixels, captions).mean()) for k in EVAL_REWARDS[kind]}
 
 
-def train_image(minutes: float, *, batch: int = 64, lr: float = 6e-4, seed: int = 0,
-                eval_every: float = 120.0, max_alignment: float = 0.8, min_quality: float = 0.6,
-                ema_decay: float = 0.999, drop: float = 0.1, log=print) -> dict:
+def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
+          eval_every: float = 120.0, max_alignment: float = 0.8, min_quality: float = 0.6,
+          ema_decay: float = 0.999, drop: float = 0.1, log=print) -> dict:
+    make_pipeline, _, loss_fn, default_batch = KINDS[kind]
+    batch = batch or default_batch
     torch.manual_seed(seed)
-    pipe = image_pipeline(seed)
+    pipe = make_pipeline(seed)
     modules = _modules(pipe)
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train()
     ema = copy.deepcopy(modules)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    train_caps, test_caps = sw.prompts("image", "train"), sw.prompts("image", "test")
+    train_caps, test_caps = sw.prompts(kind, "train"), sw.prompts(kind, "test")
     g = torch.Generator().manual_seed(seed)
     history, snapshots = [], []
     t_start = time.time()
@@ -119,16 +171,15 @@ def train_image(minutes: float, *, batch: int = 64, lr: float = 6e-4, seed: int 
                 break
         idx = torch.randint(len(train_caps), (batch,), generator=g)
         caps = [train_caps[i] for i in idx.tolist()]
-        x0 = sw.render_batch(caps) * 2 - 1                                    # (B, 3, 32, 32) in [-1, 1]
+        # (B, 3, 32, 32) images, or (B, 3, 8, 32, 32) videos from seeded random start positions; in [-1, 1].
+        # (Images draw no start seed, so the shipped image model's random stream is what it was.)
+        start = int(torch.randint(2**31, (1,), generator=g)) if kind == "video" else None
+        x0 = sw.render_batch(caps, seed=start) * 2 - 1
         drop_mask = torch.rand(batch, generator=g) < drop
         caps = ["" if d else c for c, d in zip(caps, drop_mask.tolist())]
         e = torch.randn(x0.shape, generator=g)
         s = torch.sigmoid(torch.randn(batch, generator=g))                      # logit-normal noise levels
-        x = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * e
-        embeds, pooled = _encode(pipe, caps)
-        v = pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds,
-                             pooled_projections=pooled, return_dict=False)[0]
-        loss = torch.nn.functional.mse_loss(v, e - x0)
+        loss = loss_fn(pipe, x0, caps, e, s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -161,17 +212,18 @@ def write_sha256sums(folder: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.pretrain", description=__doc__.split("\n")[0])
-    ap.add_argument("kind", choices=["image"])
-    ap.add_argument("--minutes", type=float, default=25.0, help="wall-time budget of the training loop")
+    ap.add_argument("kind", choices=list(KINDS))
+    ap.add_argument("--minutes", type=float, default=None, help="wall-time budget of the training loop (25 image, 60 video)")
     ap.add_argument("--out", required=True, help="folder for the pipeline (save_pretrained), pretrain.json, SHA256SUMS")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=None, help="64 images or 32 videos per step")
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--eval-every", type=float, default=120.0, help="seconds between held-out evaluations")
     ap.add_argument("--max-alignment", type=float, default=0.8)
     ap.add_argument("--min-quality", type=float, default=0.6)
     a = ap.parse_args(argv)
-    result = train_image(a.minutes, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
+    minutes = a.minutes or {"image": 25.0, "video": 60.0}[a.kind]
+    result = train(a.kind, minutes, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
                          max_alignment=a.max_alignment, min_quality=a.min_quality)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -466,9 +466,25 @@ def sw_consistency(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
     return (p.min(1).values * _soft(pen)).float()
 
 
+def sw_direction(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
+    """Motion-direction accuracy (videos), a 0/1 metric: 1 when the least-squares velocity v of the track (as in
+    sw_motion) is at least 0.5 px/frame and its nearest of the four directions is the prompted one. Chance is
+    0.25 for a model that moves in a random direction. Being binary it is a poor reward (no signal within a group
+    that agrees); train on sw_motion and report this. Gamed as sw_motion is."""
+    f, caps, B, F, p, c, dt, cbar, v = _video(pixels, prompts, "sw_direction")
+    if not all("direction" in k for k in caps):
+        raise ValueError("sw_direction needs video captions 'a {size} {color} {shape} moving {direction}'")
+    names = list(DIRECTIONS)
+    units = torch.tensor([DIRECTIONS[n] for n in names], device=v.device, dtype=v.dtype)   # (4, 2)
+    want = torch.tensor([names.index(k["direction"]) for k in caps], device=v.device)
+    moving = v.norm(dim=1) >= 0.5
+    return (moving & ((v @ units.T).argmax(1) == want)).float()
+
+
 # name -> factory(device) -> fn(pixels, prompts) -> [B] float32 on the pixels' device (otca_lib.rewards registers them)
 REWARDS = {fn.__name__: (lambda fn: lambda device: fn)(fn) for fn in (
-    sw_color, sw_shape, sw_position, sw_size, sw_alignment, sw_quality, sw_aesthetic, sw_motion, sw_consistency)}
+    sw_color, sw_shape, sw_position, sw_size, sw_alignment, sw_quality, sw_aesthetic, sw_motion, sw_consistency,
+    sw_direction)}
 
 
 # ---------------------------------------------------------------------------------------------- CLI

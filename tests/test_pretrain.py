@@ -12,7 +12,7 @@ def test_pretrain_writes_a_verified_loadable_pipeline(tmp_path):
     out = tmp_path / "model"
     assert pretrain.main(["image", "--minutes", "0.02", "--batch", "4", "--eval-every", "1000", "--out", str(out)]) == 0
     meta = json.loads((out / "pretrain.json").read_text())
-    assert meta["steps"] >= 1 and set(pretrain.EVAL_REWARDS) <= set(meta["held_out"])
+    assert meta["steps"] >= 1 and set(pretrain.EVAL_REWARDS["image"]) <= set(meta["held_out"])
     policy = load_policy("sd3", str(out))
     assert policy.pipeline.vae is None and policy.latent_shape(32, 32) == (3, 32, 32)
     cond = policy.encode_prompts(["a large red circle at the center"])
@@ -22,3 +22,19 @@ def test_pretrain_writes_a_verified_loadable_pipeline(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-4] + b"oops")
     with pytest.raises(ModelNotAvailable, match="does not match"):
         load_policy("sd3", str(out))
+
+
+def test_video_pretraining_loads_as_an_x0_predicting_wan_policy(tmp_path):
+    out = tmp_path / "video"
+    assert pretrain.main(["video", "--minutes", "0.02", "--batch", "2", "--eval-every", "1000", "--out", str(out)]) == 0
+    meta = json.loads((out / "pretrain.json").read_text())
+    assert set(pretrain.EVAL_REWARDS["video"]) <= set(meta["held_out"])
+    policy = load_policy("wan-x0", str(out))
+    assert policy.pipeline.vae is None and policy.latent_shape(32, 32, 8) == (3, 8, 32, 32)
+    cond = policy.encode_prompts(["a large red circle moving left"])
+    assert cond["prompt_embeds"].shape == (1, pretrain.MAX_TOKENS, 64)
+    x, s = torch.randn(1, 3, 8, 32, 32), torch.full((1,), 0.25)
+    # the policy's velocity is (x - x0_theta) / s, so x0_hat = x - s v is the transformer's own prediction
+    x0 = policy.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=cond["prompt_embeds"],
+                            return_dict=False)[0]
+    torch.testing.assert_close(x - s * policy.velocity(x, s, cond), x0, rtol=0, atol=1e-5)

@@ -179,13 +179,15 @@ def test_wrong_direction_and_static_videos_score_low_on_motion(videos):
     v, caps = videos
     right = [c for c in caps if c.endswith("moving right")]
     x = v[[i for i, c in enumerate(caps) if c.endswith("moving right")]]
-    r = scores(x, right, ["sw_motion"])["sw_motion"]
-    assert r.min() >= 0.95
+    r = scores(x, right, ["sw_motion", "sw_direction"])
+    assert r["sw_motion"].min() >= 0.95 and r["sw_direction"].min() == 1
     for other in ("left", "up", "down"):
-        assert scores(x, [c.replace("right", other) for c in right], ["sw_motion"])["sw_motion"].max() <= 0.05
+        w = scores(x, [c.replace("right", other) for c in right], ["sw_motion", "sw_direction"])
+        assert w["sw_motion"].max() <= 0.05 and w["sw_direction"].max() == 0
     static = x[:, :, :1].expand_as(x).contiguous()
-    s = scores(static, right, ["sw_motion", "sw_consistency"])
+    s = scores(static, right, ["sw_motion", "sw_consistency", "sw_direction"])
     assert s["sw_motion"].max() <= 0.05 and s["sw_consistency"].min() >= 0.95  # consistency is not motion
+    assert s["sw_direction"].max() == 0                                        # a static video has no direction
 
 
 def test_jumping_or_changing_videos_score_low_on_consistency(videos):
@@ -270,7 +272,7 @@ def test_aesthetic_prefers_large_centred_and_conflicts_with_alignment():
 # --------------------------------------------------------------------------------- interface, errors
 def test_registry_and_not_applicable_objectives(images, videos):
     names = {"sw_color", "sw_shape", "sw_position", "sw_size", "sw_alignment", "sw_quality", "sw_aesthetic",
-             "sw_motion", "sw_consistency"}
+             "sw_motion", "sw_consistency", "sw_direction"}
     assert set(sw.REWARDS) == names and names <= set(LIBRARY_REWARDS)
     v, caps = videos
     with pytest.raises(ValueError, match="needs a caption with a position"):
