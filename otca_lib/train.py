@@ -250,6 +250,8 @@ class Trainer:
         if self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=1))
+        if self.start == 0 and c.eval_every:
+            self.log(0, self.evaluate(0))  # the base model: the baseline every method is compared with
         bar = tqdm(range(self.start, c.iterations), initial=self.start, total=c.iterations,
                    disable=not self.acc.is_main_process, desc="GRPO")
         for it in bar:

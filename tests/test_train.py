@@ -158,7 +158,9 @@ def test_smoke_run_from_the_command_line(tmp_path, name):
     out = tmp_path / name
     assert main(["--preset", name, "--smoke", "--output-dir", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and "eval/total/mean" in rows[-1] and "policy/approx_kl" in rows[0]
+    # row 0: the base model's held-out evaluation (the baseline); then one row per iteration
+    assert [r["iteration"] for r in rows] == [0, 1, 2] and set(rows[0]) == {"iteration"} | {k for k in rows[-1] if k.startswith("eval/")}
+    assert "eval/total/mean" in rows[-1] and "policy/approx_kl" in rows[1]
     assert checkpoint.verify(checkpoint.resolve(out))["iteration"] == 2
     assert list((out / "samples").iterdir())
 

@@ -1,0 +1,127 @@
+"""Compare credit-assignment methods over seeds: train every run, gather the held-out results, tabulate.
+
+Used by the reproductions (``reproductions/image.ipynb``, ``video.ipynb``) and notebooks 04 / 05:
+
+    runs = train_runs(base_cfg, ["grpo", "otca"], seeds=[0, 1], out=Path("results/image"))
+    res = gather(Path("results/image"), ["grpo", "otca"], [0, 1])
+    print(table(res))
+
+Each run writes to ``out/{method}_seed{seed}`` (metrics.jsonl, samples/, checkpoints) and, once finished, a
+``done.json``: a rerun skips finished runs and resumes an interrupted one from its last checkpoint. The
+baseline is the held-out evaluation of the base model (iteration 0, identical for every method of a seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError, resolve
+from .train import Trainer
+
+BASELINE = "base model"
+
+
+def run_dir(out: Path, method: str, seed: int) -> Path:
+    return Path(out) / f"{method}_seed{seed}"
+
+
+def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_processes: int = 1,
+               accelerate_config: str = "configs/accelerate/ddp.yaml") -> None:
+    """Train base (a Config) once per method and seed; in this process, or through `accelerate launch`."""
+    for method in methods:
+        for seed in seeds:
+            folder = run_dir(out, method, seed)
+            if (folder / "done.json").exists():
+                continue  # finished earlier
+            cfg = dataclasses.replace(base, credit=method, seed=seed, output_dir=str(folder))
+            last = _last_checkpoint(folder)
+            if num_processes == 1:
+                tr = Trainer(cfg)
+                if last is not None:
+                    tr.resume(last)
+                tr.run()
+            else:
+                sets = [f"{k}={json.dumps(v)}" for k, v in cfg.to_dict().items()]
+                cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config,
+                       "--num_processes", str(num_processes), "-m", "otca_lib.train",
+                       *(["--resume", str(last)] if last is not None else []), "--set", *sets]
+                subprocess.run(cmd, check=True)  # the trainer's progress bar streams to the caller's output
+            (folder / "done.json").write_text(json.dumps({"method": method, "seed": seed}) + "\n")
+
+
+def _last_checkpoint(folder: Path):
+    try:
+        return resolve(folder)
+    except CheckpointError:
+        return None
+
+
+def metric_rows(out: Path, method: str, seed: int) -> list[dict]:
+    """The run's metric rows by iteration; a resumed run re-logs iterations after its checkpoint: the last wins."""
+    lines = (run_dir(out, method, seed) / "metrics.jsonl").read_text().splitlines()
+    by_it = {r["iteration"]: r for r in map(json.loads, lines)}
+    return [by_it[i] for i in sorted(by_it)]
+
+
+@dataclasses.dataclass
+class Results:
+    iterations: list[int]                        # training iterations of the curves
+    curves: dict[str, np.ndarray]                # method -> [seeds, iterations] training reward (weighted sum)
+    final: dict[str, dict[str, np.ndarray]]      # method (and BASELINE) -> objective -> [seeds] last held-out mean
+    samples: dict[str, list[Path]]               # method (and BASELINE) -> evaluation grids of seed 0, in order
+
+
+def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
+    """Read every run's metrics.jsonl: training curves and the first (base) and last held-out evaluations."""
+    curves, final, samples, its = {}, {}, {}, None
+    for method in methods:
+        runs = [metric_rows(out, method, s) for s in seeds]
+        train_rows = [[r for r in run if "reward/total/mean" in r] for run in runs]
+        its = [r["iteration"] for r in train_rows[0]]
+        curves[method] = np.array([[r["reward/total/mean"] for r in rows] for rows in train_rows])
+        evals = [[r for r in run if "eval/total/mean" in r] for run in runs]
+        for name, pick in ((BASELINE, 0), (method, -1)):
+            if name == BASELINE and BASELINE in final:
+                continue
+            keys = sorted(k for k in evals[0][pick] if k.startswith("eval/") and k.endswith("/mean"))
+            final[name] = {k[5:-5]: np.array([e[pick][k] for e in evals]) for k in keys}
+        grids = sorted((run_dir(out, method, seeds[0]) / "samples").glob("eval_*"))
+        samples[method] = grids
+        samples.setdefault(BASELINE, grids[:1])
+    return Results(its, curves, {BASELINE: final.pop(BASELINE), **final}, samples)
+
+
+def table(res: Results, objectives: list[str] | None = None) -> str:
+    """Markdown table: rows = base model and methods, columns = objectives, cells = mean +- std over seeds."""
+    objectives = objectives or list(next(iter(res.final.values())))
+    lines = ["| method | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
+    for name, f in res.final.items():
+        lines.append(f"| {name} | " + " | ".join(f"{f[o].mean():.3f} +- {f[o].std():.3f}" for o in objectives) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(res: Results, ax, title: str = "") -> None:
+    """Training reward per iteration, mean +- std over seeds, one line per method."""
+    for method, r in res.curves.items():
+        m, s = r.mean(0), r.std(0)
+        ax.plot(res.iterations, m, label=method)
+        ax.fill_between(res.iterations, m - s, m + s, alpha=0.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training reward (weighted sum)")
+    ax.set_title(title)
+    ax.legend()
+
+
+def write_summary(out: Path, res: Results, header: str) -> str:
+    """summary.md (the table under a header) and summary.json (per-seed values) in out; returns the table."""
+    t = table(res)
+    Path(out, "summary.md").write_text(header + "\n\n" + t + "\n")
+    Path(out, "summary.json").write_text(json.dumps(
+        {name: {o: v.tolist() for o, v in f.items()} for name, f in res.final.items()}, indent=1) + "\n")
+    return t
