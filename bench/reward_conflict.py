@@ -1,0 +1,81 @@
+"""How strongly do the ShapesWorld objectives conflict on the base model's own GRPO groups?
+
+    python bench/reward_conflict.py --preset shapesworld-image [--prompts 24] [--group 8] [--seed 0]
+    python bench/reward_conflict.py --preset shapesworld-video
+
+Samples groups exactly as training does (SDE rollouts of the preset, `group` samples per training
+prompt), scores every objective of the preset plus the ShapesWorld parts, and prints:
+
+- the within-group Pearson correlation of each pair of objectives: per group, the correlation of the
+  two rewards over its samples, averaged over the groups where both vary (advantages only see
+  within-group differences, so this is the conflict GRPO feels; negative = conflict);
+- the fraction of samples whose per-objective advantages (of the preset's rewards) have mixed signs:
+  the samples where improving one objective means worsening another, and where MOCA's min-norm
+  combination cancels (lambda = 0).
+"""
+import argparse
+import itertools
+import sys
+
+import torch
+
+from otca_lib import shapesworld as sw
+from otca_lib.advantage import group_advantages
+from otca_lib.config import preset
+from otca_lib.policy import load_policy
+from otca_lib.rewards import build_rewards, reward
+from otca_lib.sample import sample, sample_seed
+from otca_lib.train import read_prompts
+
+
+def within_group_correlation(a: torch.Tensor, b: torch.Tensor, group: torch.Tensor) -> tuple[float, int]:
+    """Mean over groups of corr(a, b) within the group, over the groups where both vary; -> (mean, #groups)."""
+    rs = []
+    for g in group.unique():
+        x, y = a[group == g], b[group == g]
+        if x.std() > 1e-6 and y.std() > 1e-6:
+            rs.append(float(torch.corrcoef(torch.stack([x, y]))[0, 1]))
+    return (sum(rs) / len(rs) if rs else float("nan")), len(rs)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="shapesworld-image", choices=["shapesworld-image", "shapesworld-video"])
+    ap.add_argument("--prompts", type=int, default=24, help="training prompts (groups), every k-th of the file")
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    cfg = preset(a.preset)
+    video = cfg.frames > 0
+    train = read_prompts(cfg.train_prompts)
+    prompts = train[:: max(1, len(train) // a.prompts)][: a.prompts]
+    batch = [p for p in prompts for _ in range(a.group)]
+    group = torch.arange(len(prompts)).repeat_interleave(a.group)
+    policy = load_policy(cfg.family, cfg.model, keep_reference=False)
+    ro = sample(policy, batch, sigmas=policy.sigmas(cfg.num_steps, cfg.height, cfg.width),
+                trained=torch.arange(cfg.num_steps - 1), seeds=[sample_seed(a.seed, 0, i) for i in range(len(batch))],
+                latent_shape=policy.latent_shape(cfg.height, cfg.width, cfg.frames or None),
+                sde=cfg.sde, noise_level=cfg.noise_level, batch_size=64)
+    parts = ["sw_color", "sw_shape", "sw_size", *([] if video else ["sw_position"]),
+             *(["sw_direction"] if video else [])]
+    names = list(dict.fromkeys([*cfg.rewards, *parts]))
+    r = reward(build_rewards(names), ro.pixels, batch)
+    print(f"{a.preset}: {len(prompts)} training prompts x group {a.group}, SDE ({cfg.sde}, noise {cfg.noise_level}), "
+          f"{cfg.num_steps} steps, seed {a.seed}")
+    print("\nmean reward: " + ", ".join(f"{k} {float(v.mean()):.3f}" for k, v in r.items()))
+    print("\nwithin-group correlation (mean over groups where both vary; negative = conflict)")
+    print(f"{'objective':>16} {'objective':>16} {'corr':>7} {'groups':>7}")
+    for x, y in itertools.combinations(cfg.rewards, 2):
+        c, n = within_group_correlation(r[x], r[y], group)
+        print(f"{x:>16} {y:>16} {c:>7.3f} {n:>7}")
+    A = torch.stack([group_advantages(r[k], group) for k in cfg.rewards], 1)     # [B, R]
+    nonzero = A.abs() > 1e-6
+    mixed = ((A > 1e-6).any(1) & (A < -1e-6).any(1))
+    print(f"\nsamples with mixed-sign advantages over {list(cfg.rewards)}: {float(mixed.float().mean()):.3f} "
+          f"(of those with any non-zero advantage: {float(mixed.sum() / nonzero.any(1).sum().clamp(min=1)):.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
