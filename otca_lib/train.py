@@ -35,9 +35,33 @@ from .update import EMA, update
 EVAL_KEY = 10**9  # seed key of the evaluation samples: fixed across iterations and runs
 
 
+HUB_PREFIX = "hf://datasets/"
+
+
+def hub_prompt_file(path: str) -> Path:
+    """hf://datasets/OWNER/NAME/FILE[@REVISION] -> the file, downloaded (or found in the local cache) by
+    huggingface_hub. FILE is a .txt or .jsonl file inside the dataset repository."""
+    from huggingface_hub import hf_hub_download
+
+    ref, _, revision = path[len(HUB_PREFIX):].partition("@")
+    owner, name, *rest = ref.split("/")
+    if not (owner and name and rest):
+        raise ValueError(f"{path}: expected hf://datasets/OWNER/NAME/FILE[@REVISION], e.g. "
+                         "hf://datasets/me/prompts/train.txt")
+    repo, filename = f"{owner}/{name}", "/".join(rest)
+    try:
+        return Path(hf_hub_download(repo, filename, repo_type="dataset", revision=revision or None))
+    except Exception as err:  # offline, missing repo or file, no access: all end here with what to do
+        raise FileNotFoundError(
+            f"could not get {filename!r} of the hub dataset {repo!r} ({type(err).__name__}: {err}). Offline or "
+            f"without access, download it where there is network (huggingface-cli download --repo-type dataset "
+            f"{repo} {filename} --local-dir DIR) and pass the local file: --set train_prompts=DIR/{filename}") from err
+
+
 def read_prompts(path: str) -> list[str]:
-    """Prompts from a text file (one per line) or a JSONL file (one object per line with a "prompt" field)."""
-    p = Path(path)
+    """Prompts from a text file (one per line) or a JSONL file (one object per line with a "prompt" field),
+    local or in a hub dataset repository (hf://datasets/OWNER/NAME/FILE[@REVISION])."""
+    p = hub_prompt_file(path) if path.startswith(HUB_PREFIX) else Path(path)
     if not p.exists():
         raise FileNotFoundError(f"prompt file {path} not found (one prompt per line, or JSONL with a \"prompt\" "
                                 "field; set train_prompts / test_prompts)")

@@ -53,3 +53,26 @@ def test_prompt_files_text_and_jsonl(tmp_path):
     for name in PRESETS:  # every preset's prompt files are shipped
         c = preset(name)
         assert read_prompts(c.train_prompts) and read_prompts(c.test_prompts)
+
+
+def test_prompt_files_from_a_hub_dataset(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from otca_lib.train import read_prompts
+
+    # offline (as in all tests): a clear error naming the dataset and the local-file alternative
+    with pytest.raises(FileNotFoundError, match="me/prompts.*--set train_prompts="):
+        read_prompts("hf://datasets/me/prompts/split/train.txt")
+    with pytest.raises(ValueError, match="OWNER/NAME/FILE"):
+        read_prompts("hf://datasets/me/prompts")
+    # online: the repository, file and revision go to huggingface_hub, and the file is read as a local one
+    (tmp_path / "train.jsonl").write_text('{"prompt": "a cat"}\n')
+    calls = []
+
+    def fake_download(repo_id, filename, repo_type, revision):
+        calls.append((repo_id, filename, repo_type, revision))
+        return str(tmp_path / "train.jsonl")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert read_prompts("hf://datasets/me/prompts/split/train.jsonl@v1") == ["a cat"]
+    assert calls == [("me/prompts", "split/train.jsonl", "dataset", "v1")]
