@@ -67,7 +67,7 @@ DEFAULT_LORA_TARGETS = {
     "wan": ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
 }
 DEFAULT_LORA_TARGETS["wan-x0"] = DEFAULT_LORA_TARGETS["wan"]
-_FAMILY_OF_TRANSFORMER = {SD3Transformer2DModel: "sd3", FluxTransformer2DModel: "flux", WanTransformer3DModel: "wan"}
+_FAMILY_OF_TRANSFORMER = {SD3Transformer2DModel: "sd3", FluxTransformer2DModel: "flux", WanTransformer3DModel: "wan"}  # + WanExperts below
 
 
 def _shift_mu(scheduler, image_seq_len: int) -> float:
@@ -90,16 +90,17 @@ class Policy:
     is_video = False
     max_sequence_length: int  # T5 tokens; the pipeline's __call__ default
 
-    def __init__(self, pipeline, keep_reference: bool = True):
+    def __init__(self, pipeline, keep_reference: bool = True, denoiser: torch.nn.Module | None = None):
+        # denoiser: what predicts (default pipeline.transformer; Wan 2.2's two experts as one WanExperts)
         self.pipeline = pipeline
-        self.transformer = pipeline.transformer
-        self.unwrapped = pipeline.transformer
-        self.config = copy.deepcopy(pipeline.transformer.config)
+        self.transformer = denoiser if denoiser is not None else pipeline.transformer
+        self.unwrapped = self.transformer
+        self.config = copy.deepcopy(self.unwrapped.config)
         self.num_train_timesteps = pipeline.scheduler.config.num_train_timesteps
         for name, module in pipeline.components.items():
             if isinstance(module, torch.nn.Module):
                 module.eval()  # no dropout anywhere: rollouts must be reproducible
-                if name != "transformer":
+                if name not in ("transformer", "transformer_2"):
                     module.requires_grad_(False)
         # Full fine-tuning needs a frozen copy of the initial weights as reference;
         # with LoRA the reference is the same model with the adapter switched off.
@@ -236,8 +237,8 @@ class FluxPolicy(Policy):
     max_sequence_length = 512
     guidance_scale = 3.5  # FluxPipeline's default distilled guidance (guidance_embeds models only)
 
-    def __init__(self, pipeline, keep_reference=True):
-        super().__init__(pipeline, keep_reference)
+    def __init__(self, pipeline, keep_reference=True, denoiser=None):
+        super().__init__(pipeline, keep_reference, denoiser)
         self._img_ids: dict[tuple, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -291,9 +292,10 @@ class WanPolicy(Policy):
     is_video = True
     max_sequence_length = 512
 
-    def __init__(self, pipeline, keep_reference=True):
-        if getattr(pipeline, "transformer_2", None) is not None:
-            raise ValueError("two-expert Wan 2.2 pipelines (transformer_2) are not supported")
+    def __init__(self, pipeline, keep_reference=True, denoiser=None):
+        if getattr(pipeline, "transformer_2", None) is not None and not isinstance(denoiser, WanExperts):
+            raise ValueError("a two-expert Wan 2.2 pipeline needs its experts as one denoiser: build the policy with "
+                             "policy_from_pipeline or load_policy")
         if not isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler):
             # Wan checkpoints ship UniPC in flow mode; the policy needs the plain Euler
             # flow schedule with the same shift.
@@ -301,7 +303,7 @@ class WanPolicy(Policy):
                 num_train_timesteps=pipeline.scheduler.config.num_train_timesteps,
                 shift=pipeline.scheduler.config.get("flow_shift", 1.0),
             )
-        super().__init__(pipeline, keep_reference)
+        super().__init__(pipeline, keep_reference, denoiser)
 
     @torch.no_grad()
     def encode_prompts(self, prompts):
@@ -338,6 +340,44 @@ class WanPolicy(Policy):
         return (video.float() / 2 + 0.5).clamp(0, 1)
 
 
+class WanExperts(torch.nn.Module):
+    """Wan 2.2's two experts as one denoiser: `high` predicts at timesteps t >= boundary, `low` below it, as
+    WanPipeline switches from `transformer` to `transformer_2` at boundary_ratio x num_train_timesteps.
+    The switch is per sample, so one batch (e.g. an update micro-batch of random steps) may use both.
+    LoRA adapters, gradient checkpointing and the reference switch (adapters off) apply to both experts."""
+
+    def __init__(self, high: WanTransformer3DModel, low: WanTransformer3DModel, boundary_timestep: float):
+        super().__init__()
+        self.high, self.low, self.boundary = high, low, float(boundary_timestep)
+        self.config = high.config
+
+    dtype = property(lambda self: self.high.dtype)
+    device = property(lambda self: self.high.device)
+    peft_config = property(lambda self: getattr(self.high, "peft_config", None))
+
+    def add_adapter(self, config) -> None:
+        self.high.add_adapter(config)
+        self.low.add_adapter(copy.deepcopy(config))
+
+    def disable_adapters(self) -> None:
+        self.high.disable_adapters(), self.low.disable_adapters()
+
+    def enable_adapters(self) -> None:
+        self.high.enable_adapters(), self.low.enable_adapters()
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.high.enable_gradient_checkpointing(), self.low.enable_gradient_checkpointing()
+
+    def forward(self, hidden_states, timestep, encoder_hidden_states, return_dict=False):
+        high = timestep >= self.boundary                                   # [B]
+        out = hidden_states.new_empty(hidden_states.shape)
+        for mask, expert in ((high, self.high), (~high, self.low)):
+            if mask.any():
+                out[mask] = expert(hidden_states=hidden_states[mask], timestep=timestep[mask],
+                                   encoder_hidden_states=encoder_hidden_states[mask], return_dict=False)[0]
+        return (out,)
+
+
 class WanX0Policy(WanPolicy):
     """A Wan transformer trained to predict the clean sample x0 instead of the velocity (the ShapesWorld video
     model: its (8, 4, 4) patches give each token 384 outputs from a width of 128, too few to carry the noise
@@ -354,6 +394,7 @@ class WanX0Policy(WanPolicy):
         return (x.float() - x0.float()) / sigma.float().view(-1, *[1] * (x.ndim - 1))
 
 
+_FAMILY_OF_TRANSFORMER[WanExperts] = "wan"
 POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy, "wan-x0": WanX0Policy}
 def _absent_components(family: str, model: str) -> dict:
     """A local folder saved without some components (the pixel-space ShapesWorld models have no VAE and
@@ -444,16 +485,23 @@ def load_policy(
 
 def policy_from_pipeline(family: str, pipeline, *, device="cpu", lora_rank: int = 0, lora_alpha: float | None = None,
                          lora_targets: list[str] | None = None, keep_reference: bool = True) -> Policy:
-    """Wrap an already built pipeline (moved to `device`, with a LoRA adapter if lora_rank > 0) as a Policy."""
+    """Wrap an already built pipeline (moved to `device`, with a LoRA adapter if lora_rank > 0) as a Policy.
+    A Wan 2.2 pipeline with two experts (transformer_2 and boundary_ratio) is trained as one WanExperts."""
     pipeline.to(device)
+    denoiser = pipeline.transformer
+    if getattr(pipeline, "transformer_2", None) is not None:
+        if pipeline.config.boundary_ratio is None:
+            raise ValueError("a Wan pipeline with transformer_2 needs boundary_ratio (where the experts switch)")
+        denoiser = WanExperts(pipeline.transformer, pipeline.transformer_2,
+                              pipeline.config.boundary_ratio * pipeline.scheduler.config.num_train_timesteps)
     if lora_rank > 0:
-        add_lora(pipeline.transformer, lora_rank, lora_alpha, lora_targets)
+        add_lora(denoiser, lora_rank, lora_alpha, lora_targets)
         # The adapter is trained in fp32 whatever the frozen weights' dtype: AdamW updates of
         # bf16 weights round away (peft runs the LoRA branch in its own dtype and casts back).
-        for p in pipeline.transformer.parameters():
+        for p in denoiser.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
-    return POLICIES[family](pipeline, keep_reference=keep_reference)
+    return POLICIES[family](pipeline, keep_reference=keep_reference, denoiser=denoiser)
 
 
 # ----------------------------------------------------------------------------

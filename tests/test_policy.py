@@ -7,14 +7,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from otca_lib.policy import FAMILIES, load_policy, save_tiny_pipeline  # noqa: E402
+from otca_lib.policy import load_policy, policy_from_pipeline, save_tiny_pipeline, tiny_pipeline  # noqa: E402
 
 H = W = 32  # pixels -> 8x8 latents (images), 4x4 latents x 3 latent frames (Wan, 9 frames)
 FRAMES = 9
 PROMPTS = ["a red cat", "a dog on the beach", "an old house in the forest"]
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=["sd3", "flux", "wan"])  # the tiny pipelines (wan-x0 is tested in test_pretrain)
 def policy(request):
     return load_policy(request.param, f"tiny-{request.param}")
 
@@ -100,7 +100,7 @@ class _Wrapper(torch.nn.Module):
         return self.module(*args, **kwargs)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ["sd3", "flux", "wan"])
 def test_lora_trainable_and_reference(family):
     base = load_policy(family, f"tiny-{family}")
     policy = load_policy(family, f"tiny-{family}", lora_rank=4)
@@ -158,5 +158,60 @@ def test_save_and_load_through_from_pretrained(policy, tmp_path):
 def test_missing_weights_and_unknown_family():
     with pytest.raises(RuntimeError, match=r"no-such-org/no-such-model.*--set model="):
         load_policy("sd3", "no-such-org/no-such-model")
-    with pytest.raises(ValueError, match="sd3, flux, wan"):
+    with pytest.raises(ValueError, match="sd3, flux, wan, wan-x0"):
         load_policy("sdxl", "tiny-sd3")
+
+
+def _two_expert_wan(boundary_ratio=0.5):
+    """The tiny Wan pipeline with a second, differently initialised expert below the boundary (Wan 2.2's layout)."""
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    base = tiny_pipeline("wan")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        low = WanTransformer3DModel.from_config(base.transformer.config)
+    return WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae, scheduler=base.scheduler,
+                       transformer=base.transformer, transformer_2=low, boundary_ratio=boundary_ratio)
+
+
+def test_two_expert_wan_switches_per_sample_and_trains_both():
+    pipe = _two_expert_wan()
+    high, low = pipe.transformer, pipe.transformer_2
+    policy = policy_from_pipeline("wan", pipe, lora_rank=4)
+    x = _latents(policy, 4)
+    sigma = torch.tensor([0.9, 0.2, 0.6, 0.4])            # boundary 0.5: experts high, low, high, low
+    cond = policy.encode_prompts(PROMPTS[:2] * 2)
+    v = policy.velocity(x, sigma, cond)
+    for i, expert in enumerate([high, low, high, low]):  # each sample got its own expert's prediction
+        alone = expert(hidden_states=x[i:i + 1], timestep=sigma[i:i + 1] * 1000,
+                       encoder_hidden_states=cond["prompt_embeds"][i:i + 1], return_dict=False)[0]
+        torch.testing.assert_close(v[i:i + 1], alone.float(), rtol=1e-4, atol=1e-5)
+    # LoRA on both experts, and the loss reaches both through one mixed batch
+    trainable = policy.trainable_parameters()
+    assert any(p is q for p in trainable for q in high.parameters()) and any(p is q for p in trainable for q in low.parameters())
+    with torch.no_grad():
+        for p in trainable:
+            if "lora_B" in [n for n, q in policy.unwrapped.named_parameters() if q is p][0]:
+                p.add_(0.01)
+    policy.velocity(x, sigma, cond).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+    with policy.reference():                             # adapters off on both experts
+        torch.testing.assert_close(policy.velocity(x, sigma, cond), v, rtol=1e-4, atol=1e-5)
+
+
+def test_two_expert_wan_trains_in_the_trainer(tmp_path):
+    import dataclasses
+
+    from otca_lib import checkpoint
+    from otca_lib.config import preset, smoke
+    from otca_lib.train import Trainer
+
+    cfg = dataclasses.replace(smoke(preset("tiny-wan")), num_steps=4, train_steps="all", lora_rank=4,
+                              learning_rate=1e-2, output_dir=str(tmp_path / "run"))
+    policy = policy_from_pipeline("wan", _two_expert_wan(0.85), lora_rank=4)   # trained sigmas 1, 0.9 | 0.75
+    before = {n: p.detach().clone() for n, p in policy.unwrapped.named_parameters() if p.requires_grad}
+    Trainer(cfg, policy=policy, log=False).run()
+    moved = {n.split(".")[0] for n, p in policy.unwrapped.named_parameters() if n in before and not torch.equal(p, before[n])}
+    assert moved == {"high", "low"}                      # steps on both sides of the boundary trained both experts
+    saved = checkpoint.verify(checkpoint.resolve(tmp_path / "run"))
+    assert saved["iteration"] == cfg.iterations
