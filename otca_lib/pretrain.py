@@ -1,7 +1,7 @@
 """Pretrain the ShapesWorld base models, the embedded default of the repository (flow matching).
 
     python -m otca_lib.pretrain image --minutes 25 --out data/models/shapesworld-image
-    python -m otca_lib.pretrain video --minutes 60 --out data/models/shapesworld-video
+    python -m otca_lib.pretrain video --minutes 30 --eval-every 150 --max-alignment 0.95 --out data/models/shapesworld-video
 
 The model is a StableDiffusion3Pipeline in pixel space (no VAE: the state is the 32 x 32 RGB image in
 [-1, 1]) whose SD3Transformer2DModel and two small CLIP text encoders are trained from scratch, jointly,
@@ -23,7 +23,8 @@ v = (x_s - x0_theta) / s). Its text encoder is a small UMT5 trained jointly, as 
 Every ``--eval-every`` seconds the EMA weights sample the held-out prompts deterministically (ODE,
 10 steps, fixed seeds, no guidance) and are scored with the exact ShapesWorld rewards. RL needs
 headroom, so the shipped snapshot is the last one whose held-out text alignment is at most
-``--max-alignment`` (and, among those, quality at least ``--min-quality`` when any reaches it); the
+``--max-alignment`` and (videos) whose motion-direction accuracy is below ``--max-direction`` (and,
+among those, quality at least ``--min-quality`` when any reaches it); the
 log of every evaluation, the seed, the command and the wall time go to ``pretrain.json`` beside the
 weights, and ``SHA256SUMS`` lists every file (verified at load).
 """
@@ -140,7 +141,7 @@ def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0) -> d
 
 
 def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
-          eval_every: float = 120.0, max_alignment: float = 0.8, min_quality: float = 0.6,
+          eval_every: float = 120.0, max_alignment: float = 0.8, max_direction: float = 0.9, min_quality: float = 0.6,
           ema_decay: float = 0.999, drop: float = 0.1, log=print) -> dict:
     make_pipeline, _, loss_fn, default_batch = KINDS[kind]
     batch = batch or default_batch
@@ -189,7 +190,8 @@ def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e
                 for pe, p in zip(m_ema.parameters(), m.parameters()):
                     pe.lerp_(p, 1 - ema_decay)
         step += 1
-    ok = [i for i, r in enumerate(history) if r["sw_alignment"] <= max_alignment]
+    ok = [i for i, r in enumerate(history) if r["sw_alignment"] <= max_alignment
+          and r.get("sw_direction", 0.0) < max_direction]
     good = [i for i in ok if history[i]["sw_quality"] >= min_quality]
     chosen = (good or ok or [len(history) - 1])[-1]
     for m, state in zip(_modules(pipe), snapshots[chosen]):
@@ -213,18 +215,19 @@ def write_sha256sums(folder: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.pretrain", description=__doc__.split("\n")[0])
     ap.add_argument("kind", choices=list(KINDS))
-    ap.add_argument("--minutes", type=float, default=None, help="wall-time budget of the training loop (25 image, 60 video)")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-time budget of the training loop (25 image, 30 video)")
     ap.add_argument("--out", required=True, help="folder for the pipeline (save_pretrained), pretrain.json, SHA256SUMS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=None, help="64 images or 32 videos per step")
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--eval-every", type=float, default=120.0, help="seconds between held-out evaluations")
     ap.add_argument("--max-alignment", type=float, default=0.8)
+    ap.add_argument("--max-direction", type=float, default=0.9, help="videos: direction accuracy must stay below this")
     ap.add_argument("--min-quality", type=float, default=0.6)
     a = ap.parse_args(argv)
-    minutes = a.minutes or {"image": 25.0, "video": 60.0}[a.kind]
+    minutes = a.minutes or {"image": 25.0, "video": 30.0}[a.kind]
     result = train(a.kind, minutes, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
-                         max_alignment=a.max_alignment, min_quality=a.min_quality)
+                         max_alignment=a.max_alignment, max_direction=a.max_direction, min_quality=a.min_quality)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result["pipeline"].save_pretrained(out)

@@ -1,0 +1,88 @@
+"""Which denoising steps decide which objective? Re-noise at step k, finish deterministically, measure the spread.
+
+    python bench/step_importance.py --preset shapesworld-video [--trajectories 8] [--repeats 8] [--seed 0]
+    python bench/step_importance.py --preset shapesworld-image
+
+For each of `trajectories` held-out prompts (a seeded random subset), one SDE trajectory x_0 .. x_T of the preset (its steps and
+noise level) is sampled. Then for every step k < T - 1, `repeats` continuations take step k again with
+fresh SDE noise and finish with ODE steps; the std of each objective over the repeats measures how
+much is still undecided at step k (spread(k) is non-increasing in k if later steps only refine). The
+table prints, per objective, spread(k) - spread(k + 1) as a share of spread(0): how much of the
+objective's outcome step k decides (the last trained step's row holds spread(T - 2) itself). This is
+notebook 02's measurement, for any ShapesWorld preset, as a script.
+"""
+import argparse
+import sys
+from functools import partial
+
+import torch
+
+from otca_lib.config import preset
+from otca_lib.policy import load_policy
+from otca_lib.rewards import build_rewards, reward
+from otca_lib.sample import sample, sample_seed, velocity
+from otca_lib.sde import STEPS, ode_step
+from otca_lib.train import read_prompts
+
+
+def finish_from(policy, x, k, sigmas, cond, step, gen) -> torch.Tensor:
+    """From states x [N, ...] at step k: one fresh stochastic step, then ODE to the end; -> final states."""
+    for t in range(k, len(sigmas) - 1):
+        v = velocity(policy, x, sigmas[t].expand(x.shape[0]), cond, None, 1.0)
+        if t == k:
+            x = step(x, v, sigmas[t], sigmas[t + 1], noise=torch.randn(x.shape, generator=gen).to(x.device)).x_next
+        else:
+            x = ode_step(x, v, sigmas[t], sigmas[t + 1]).x_next
+    return x
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="shapesworld-video", choices=["shapesworld-image", "shapesworld-video"])
+    ap.add_argument("--trajectories", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    cfg = preset(a.preset)
+    video = cfg.frames > 0
+    test = read_prompts(cfg.test_prompts)
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))   # a seeded random subset
+    prompts = [test[i] for i in order[: a.trajectories].tolist()]
+    policy = load_policy(cfg.family, cfg.model, keep_reference=False)
+    sigmas = policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
+    shape = policy.latent_shape(cfg.height, cfg.width, cfg.frames or None)
+    T = cfg.num_steps
+    ro = sample(policy, prompts, sigmas=sigmas, trained=torch.arange(T - 1), seeds=[sample_seed(a.seed, 0, i) for i in
+                range(len(prompts))], latent_shape=shape, sde=cfg.sde, noise_level=cfg.noise_level, batch_size=64)
+    names = ["sw_color", "sw_shape", "sw_size", *(["sw_motion", "sw_direction", "sw_consistency"] if video
+                                                  else ["sw_position"]), "sw_quality", "sw_aesthetic"]
+    fns = build_rewards(names)
+    step = partial(STEPS[cfg.sde], noise_level=cfg.noise_level)
+    R, P = a.repeats, len(prompts)
+    batch = [p for p in prompts for _ in range(R)]
+    cond = policy.encode_prompts(batch)
+    gen = torch.Generator().manual_seed(a.seed + 1)
+    spread = torch.zeros(T - 1, len(names))                    # [k, objective]: mean over prompts of the std over repeats
+    for k in range(T - 1):
+        x = ro.states[:, k].repeat_interleave(R, 0)
+        final = finish_from(policy, x, k, sigmas.to(x.device), cond, step, gen)
+        r = reward(fns, policy.decode(final), batch)
+        for j, n in enumerate(names):
+            spread[k, j] = r[n].view(P, R).std(1).mean()
+    decided = torch.cat([spread[:-1] - spread[1:], spread[-1:]]) / spread[:1].clamp_min(1e-8)
+    print(f"{a.preset}: {P} held-out prompts x {R} repeats, {T} steps ({cfg.sde}, noise {cfg.noise_level}), seed {a.seed}")
+    base = reward(fns, ro.pixels, prompts)
+    print("mean rewards of the trajectories: " + ", ".join(f"{n[3:]} {float(base[n].mean()):.2f}" for n in names))
+    print("\nspread (std over repeats, mean over prompts) when re-noised at step k")
+    print(f"{'k':>2} {'sigma':>6} " + " ".join(f"{n[3:]:>11}" for n in names))
+    for k in range(T - 1):
+        print(f"{k:>2} {float(sigmas[k]):>6.3f} " + " ".join(f"{float(v):>11.3f}" for v in spread[k]))
+    print("\nshare of the outcome decided at step k: (spread(k) - spread(k+1)) / spread(0)")
+    for k in range(T - 1):
+        print(f"{k:>2} {float(sigmas[k]):>6.3f} " + " ".join(f"{float(v):>11.2f}" for v in decided[k]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
