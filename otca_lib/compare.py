@@ -91,10 +91,9 @@ def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
                 continue
             keys = sorted(k for k in evals[0][pick] if k.startswith("eval/") and k.endswith("/mean"))
             final[name] = {k[5:-5]: np.array([e[pick][k] for e in evals]) for k in keys}
-        grids = sorted((run_dir(out, method, seeds[0]) / "samples").glob("eval_*"))
-        samples[method] = grids
-        samples.setdefault(BASELINE, grids[:1])
-    return Results(its, curves, {BASELINE: final.pop(BASELINE), **final}, samples)
+        samples[method] = sorted((run_dir(out, method, seeds[0]) / "samples").glob("eval_*"))
+    baseline_grid = samples[methods[0]][:1]                 # iteration 0: the base model, the same for every method
+    return Results(its, curves, {BASELINE: final.pop(BASELINE), **final}, {BASELINE: baseline_grid, **samples})
 
 
 def table(res: Results, objectives: list[str] | None = None) -> str:

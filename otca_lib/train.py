@@ -140,6 +140,7 @@ class Trainer:
         self.credit_state = CreditState()  # amortised estimates of the credit methods, checkpointed
         self.acc.register_for_checkpointing(self.credit_state)
         self.reward_fns = build_rewards(cfg.rewards, self.acc.device)
+        self.eval_metric_fns = build_rewards([k for k in cfg.eval_metrics if k not in cfg.rewards], self.acc.device)
         self.latent_shape = self.policy.latent_shape(cfg.height, cfg.width, cfg.frames or None)
         self.sigmas = self.policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
         self.eval_sigmas = self.policy.sigmas(cfg.eval_num_steps, cfg.height, cfg.width)
@@ -236,7 +237,11 @@ class Trainer:
         if self.acc.is_main_process:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             save_grid(pixels.cpu(), self.out / "samples" / f"eval_{it:06d}")
-        return self._reward_metrics(r, torch.arange(len(prompts), device=self.acc.device), "eval")
+        m = self._reward_metrics(r, torch.arange(len(prompts), device=self.acc.device), "eval")
+        for k, v in reward(self.eval_metric_fns, ro.pixels, prompts[local]).items():  # measured, not trained on
+            v = self.acc.gather(v.to(self.acc.device))
+            m[f"eval/{k}/mean"] = float(v[torch.isfinite(v)].mean()) if torch.isfinite(v).any() else float("nan")
+        return m
 
     # ------------------------------------------------------------------ logging, checkpoints
     def log(self, it: int, metrics: dict) -> None:

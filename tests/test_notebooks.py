@@ -15,13 +15,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("reproductions/*.ipynb")])
-MODEL = ROOT / "data/models/shapesworld-image"
+MODELS = [ROOT / "data/models/shapesworld-image", ROOT / "data/models/shapesworld-video"]
 CLEAN = "clear it with: jupyter nbconvert --clear-output --inplace {path}"
 
 
 def test_the_tutorial_notebooks_exist():
     names = {p.name for p in ROOT.glob("notebooks/*.ipynb")}
-    assert {"01_trajectory_sampling.ipynb", "02_step_importance.ipynb", "03_multi_objective_weighting.ipynb"} <= names
+    assert {"01_trajectory_sampling.ipynb", "02_step_importance.ipynb", "03_multi_objective_weighting.ipynb",
+            "04_image_grpo_vs_otca.ipynb", "05_video_grpo_vs_otca.ipynb", "06_scaling_up.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -38,9 +39,10 @@ def test_notebook_is_committed_without_outputs(path):
 
 
 def test_notebooks_run_under_nbval_at_smoke_size():
-    if not (MODEL / "model_index.json").exists():
-        pytest.skip(f"the ShapesWorld model {MODEL.relative_to(ROOT)} is missing (it is shipped with the repository; "
-                    "rebuild it with: python -m otca_lib.pretrain image --out data/models/shapesworld-image)")
+    for model in MODELS:
+        if not (model / "model_index.json").exists():
+            pytest.fail(f"the ShapesWorld model {model.relative_to(ROOT)} is missing (it is shipped with the repository; "
+                        f"rebuild it with: python -m otca_lib.pretrain {model.name.split('-')[1]} --out {model.relative_to(ROOT)})")
     # One intra-op thread unless told otherwise: on a 2-core machine shared with another busy process, torch's
     # default 2 threads made the smoke runs ~10x slower (oversubscription); one thread costs little here.
     env = {"OMP_NUM_THREADS": "1", **os.environ, "OTCA_SMOKE": "1", "HF_HUB_OFFLINE": "1"}

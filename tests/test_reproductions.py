@@ -4,18 +4,26 @@ import os
 from pathlib import Path
 
 import papermill as pm
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_image_reproduction_smoke(tmp_path):
+@pytest.mark.parametrize("kind,objectives", [("image", {"sw_alignment", "sw_quality", "sw_aesthetic", "total"}),
+                                             ("video", {"sw_motion", "sw_direction", "sw_consistency", "total"})])
+def test_reproduction_smoke(tmp_path, kind, objectives):
     out = tmp_path / "results"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    pm.execute_notebook(str(ROOT / "reproductions/image.ipynb"), str(tmp_path / "out.ipynb"),
-                        parameters={"smoke": True, "output_dir": str(out), "seeds": [0, 1]},
-                        cwd=str(ROOT / "reproductions"), progress_bar=False, kernel_name="python3")
+    run = dict(parameters={"smoke": True, "output_dir": str(out), "seeds": [0, 1]},
+               cwd=str(ROOT / "reproductions"), progress_bar=False, kernel_name="python3")
+    pm.execute_notebook(str(ROOT / f"reproductions/{kind}.ipynb"), str(tmp_path / "out.ipynb"), **run)
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"grpo", "otca"}
-    assert {"sw_alignment", "sw_quality", "sw_aesthetic", "total"} <= set(summary["grpo"])
+    assert list(summary) == ["base model", "grpo", "otca"]
+    assert objectives <= set(summary["grpo"]) and len(summary["grpo"]["total"]) == 2  # one value per seed
     assert (out / "reward_curves.png").exists() and (out / "samples.png").exists()
-    assert "| method |" in (out / "summary.md").read_text()
+    table = (out / "summary.md").read_text()
+    assert "| base model |" in table and "| otca |" in table
+    # a rerun finds every run finished and only gathers: the same table
+    (out / "summary.md").unlink()
+    pm.execute_notebook(str(ROOT / f"reproductions/{kind}.ipynb"), str(tmp_path / "again.ipynb"), **run)
+    assert (out / "summary.md").read_text() == table
