@@ -118,7 +118,7 @@ def read_samples(folder: Path) -> tuple[torch.Tensor, list[str]]:
         if f.suffix == ".gif":
             pix.append(torch.from_numpy(np.load(f.with_suffix(".npy"))).float())
         else:
-            pix.append(torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255)
+            pix.append(torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255)
     return torch.stack(pix), [row["prompt"] for row in index]
 
 
