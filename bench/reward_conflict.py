@@ -19,12 +19,11 @@ import sys
 
 import torch
 
-from otca_lib import shapesworld as sw
 from otca_lib.advantage import group_advantages
 from otca_lib.config import preset
 from otca_lib.policy import load_policy
 from otca_lib.rewards import build_rewards, reward
-from otca_lib.sample import sample, sample_seed
+from otca_lib.sample import sde_rollout
 from otca_lib.train import read_prompts
 
 
@@ -53,10 +52,7 @@ def main(argv=None) -> int:
     batch = [p for p in prompts for _ in range(a.group)]
     group = torch.arange(len(prompts)).repeat_interleave(a.group)
     policy = load_policy(cfg.family, cfg.model, keep_reference=False)
-    ro = sample(policy, batch, sigmas=policy.sigmas(cfg.num_steps, cfg.height, cfg.width),
-                trained=torch.arange(cfg.num_steps - 1), seeds=[sample_seed(a.seed, 0, i) for i in range(len(batch))],
-                latent_shape=policy.latent_shape(cfg.height, cfg.width, cfg.frames or None),
-                sde=cfg.sde, noise_level=cfg.noise_level, batch_size=64)
+    ro = sde_rollout(policy, cfg, batch, a.seed)
     parts = ["sw_color", "sw_shape", "sw_size", *([] if video else ["sw_position"]),
              *(["sw_direction"] if video else [])]
     names = list(dict.fromkeys([*cfg.rewards, *parts]))

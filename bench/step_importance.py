@@ -20,7 +20,7 @@ import torch
 from otca_lib.config import preset
 from otca_lib.policy import load_policy
 from otca_lib.rewards import build_rewards, reward
-from otca_lib.sample import sample, sample_seed, velocity
+from otca_lib.sample import sde_rollout, velocity
 from otca_lib.sde import STEPS, ode_step
 from otca_lib.train import read_prompts
 
@@ -51,10 +51,8 @@ def main(argv=None) -> int:
     prompts = [test[i] for i in order[: a.trajectories].tolist()]
     policy = load_policy(cfg.family, cfg.model, keep_reference=False)
     sigmas = policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
-    shape = policy.latent_shape(cfg.height, cfg.width, cfg.frames or None)
     T = cfg.num_steps
-    ro = sample(policy, prompts, sigmas=sigmas, trained=torch.arange(T - 1), seeds=[sample_seed(a.seed, 0, i) for i in
-                range(len(prompts))], latent_shape=shape, sde=cfg.sde, noise_level=cfg.noise_level, batch_size=64)
+    ro = sde_rollout(policy, cfg, prompts, a.seed)
     names = ["sw_color", "sw_shape", "sw_size", *(["sw_motion", "sw_direction", "sw_consistency"] if video
                                                   else ["sw_position"]), "sw_quality", "sw_aesthetic"]
     fns = build_rewards(names)

@@ -79,6 +79,10 @@ class Results:
 
 def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
     """Read every run's metrics.jsonl: training curves and the first (base) and last held-out evaluations."""
+    def means(evals, pick):  # objective -> [seeds] of the pick-th evaluation row of every seed
+        keys = sorted(k for k in evals[0][pick] if k.startswith("eval/") and k.endswith("/mean"))
+        return {k[5:-5]: np.array([e[pick][k] for e in evals]) for k in keys}
+
     curves, final, samples, its = {}, {}, {}, None
     for method in methods:
         runs = [metric_rows(out, method, s) for s in seeds]
@@ -86,14 +90,12 @@ def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
         its = [r["iteration"] for r in train_rows[0]]
         curves[method] = np.array([[r["reward/total/mean"] for r in rows] for rows in train_rows])
         evals = [[r for r in run if "eval/total/mean" in r] for run in runs]
-        for name, pick in ((BASELINE, 0), (method, -1)):
-            if name == BASELINE and BASELINE in final:
-                continue
-            keys = sorted(k for k in evals[0][pick] if k.startswith("eval/") and k.endswith("/mean"))
-            final[name] = {k[5:-5]: np.array([e[pick][k] for e in evals]) for k in keys}
+        if not final:  # iteration 0: the base model, the same for every method of a seed
+            final[BASELINE] = means(evals, 0)
+            samples[BASELINE] = sorted((run_dir(out, method, seeds[0]) / "samples").glob("eval_*"))[:1]
+        final[method] = means(evals, -1)
         samples[method] = sorted((run_dir(out, method, seeds[0]) / "samples").glob("eval_*"))
-    baseline_grid = samples[methods[0]][:1]                 # iteration 0: the base model, the same for every method
-    return Results(its, curves, {BASELINE: final.pop(BASELINE), **final}, {BASELINE: baseline_grid, **samples})
+    return Results(its, curves, final, samples)
 
 
 def table(res: Results, objectives: list[str] | None = None) -> str:

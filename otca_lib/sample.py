@@ -136,6 +136,15 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
     return rollout
 
 
+def sde_rollout(policy, cfg, prompts: list, seed: int = 0, batch_size: int = 64) -> Rollout:
+    """Roll out prompts as a config trains them, every step but the last stochastic (cfg's schedule, SDE, noise
+    level, guidance, size); sample i seeded by (seed, 0, i). For measurements on a model (bench/, notebooks)."""
+    return sample(policy, prompts, sigmas=policy.sigmas(cfg.num_steps, cfg.height, cfg.width),
+                  trained=torch.arange(cfg.num_steps - 1), seeds=[sample_seed(seed, 0, i) for i in range(len(prompts))],
+                  latent_shape=policy.latent_shape(cfg.height, cfg.width, cfg.frames or None), sde=cfg.sde,
+                  noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale, batch_size=batch_size)
+
+
 if __name__ == "__main__":  # python -m otca_lib.sample: the sampling command (evaluate.py)
     import sys
 

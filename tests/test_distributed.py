@@ -32,8 +32,6 @@ def test_two_processes_match_one(tmp_path):
 
 def test_accelerate_launch_with_the_repository_ddp_config(tmp_path):
     """The shipped DDP config file, on 2 CPU processes (gloo), runs a smoke training run to its checkpoint."""
-    from accelerate.commands.launch import launch_command  # noqa: F401  (accelerate is installed)
-
     cfg = WORKER.parents[1] / "configs" / "accelerate" / "ddp.yaml"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg), "--num_processes", "2",
            "--main_process_port", str(29700 + os.getpid() % 200), "-m", "otca_lib.train", "--preset", "tiny-sd3",
