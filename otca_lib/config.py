@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-FAMILIES = ("sd3", "flux", "wan", "wan-x0")
+FAMILIES = ("sd3", "flux", "wan", "sd3-x0", "wan-x0")
 TRAIN_STEP_RULES = ("all", "random", "window")
 DTYPES = ("float32", "bfloat16", "float16")
 TCD_SPACES = ("latent", "x0_hat")
@@ -21,7 +21,7 @@ class Config:
     # ----- model -----
     family: str = "sd3"
     """Pipeline family: 'sd3' (StableDiffusion3Pipeline), 'flux' (FluxPipeline), 'wan' (WanPipeline, video),
-    'wan-x0' (a WanPipeline whose transformer predicts x0, as the ShapesWorld video model does)."""
+    'sd3-x0' / 'wan-x0' (the same pipelines with a transformer that predicts x0, as the ShapesWorld models do)."""
     model: str = "tiny-sd3"
     """Hub id or local folder passed to the pipeline's from_pretrained; 'tiny-<family>' builds a tiny random-init pipeline offline."""
     dtype: str = "float32"

@@ -54,7 +54,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-FAMILIES = ("sd3", "flux", "wan", "wan-x0")
+FAMILIES = ("sd3", "flux", "wan", "sd3-x0", "wan-x0")
 # offline random pipelines; "tiny-sd3-pixel" has no VAE: its state is the image itself
 TINY_MODELS = {"tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-wan": "wan", "tiny-sd3-pixel": "sd3"}
 
@@ -66,7 +66,7 @@ DEFAULT_LORA_TARGETS = {
     "flux": _JOINT_ATTN,
     "wan": ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
 }
-DEFAULT_LORA_TARGETS["wan-x0"] = DEFAULT_LORA_TARGETS["wan"]
+DEFAULT_LORA_TARGETS["sd3-x0"], DEFAULT_LORA_TARGETS["wan-x0"] = DEFAULT_LORA_TARGETS["sd3"], DEFAULT_LORA_TARGETS["wan"]
 _FAMILY_OF_TRANSFORMER = {SD3Transformer2DModel: "sd3", FluxTransformer2DModel: "flux", WanTransformer3DModel: "wan"}  # + WanExperts below
 
 
@@ -378,15 +378,15 @@ class WanExperts(torch.nn.Module):
         return (out,)
 
 
-class WanX0Policy(WanPolicy):
-    """A Wan transformer trained to predict the clean sample x0 instead of the velocity (the ShapesWorld video
-    model: its (8, 4, 4) patches give each token 384 outputs from a width of 128, too few to carry the noise
-    that a velocity contains). Rectified flow x_s = (1 - s) x0 + s e turns the prediction into a velocity
+class X0Prediction:
+    """For a transformer trained to predict the clean sample x0 instead of the velocity (both ShapesWorld models:
+    in pixel space a tiny transformer cannot copy the noise a velocity contains, so its samples keep it; the
+    argument of Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"). Rectified flow
+    x_s = (1 - s) x0 + s e turns the prediction into a velocity
 
         v = e - x0 = (x_s - x0_theta) / s          (s > 0 at every step the sampler evaluates)
 
     so everything downstream (SDE steps, log-probs, x0_hat = x - s v = x0_theta) is unchanged."""
-    family = "wan-x0"
 
     def _forward(self, model, x, sigma, cond):
         x0 = super()._forward(model, x, sigma, cond)
@@ -394,8 +394,18 @@ class WanX0Policy(WanPolicy):
         return (x.float() - x0.float()) / sigma.float().view(-1, *[1] * (x.ndim - 1))
 
 
+class SD3X0Policy(X0Prediction, SD3Policy):
+    """The ShapesWorld image model: a pixel-space SD3 transformer predicting x0."""
+    family = "sd3-x0"
+
+
+class WanX0Policy(X0Prediction, WanPolicy):
+    """The ShapesWorld video model: its (8, 4, 4) patches give each token 384 outputs from a width of 128."""
+    family = "wan-x0"
+
+
 _FAMILY_OF_TRANSFORMER[WanExperts] = "wan"
-POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy, "wan-x0": WanX0Policy}
+POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy, "sd3-x0": SD3X0Policy, "wan-x0": WanX0Policy}
 def _absent_components(family: str, model: str) -> dict:
     """A local folder saved without some components (the pixel-space ShapesWorld models have no VAE and
     no T5) lists them as [null, null] in model_index.json; from_pretrained needs them passed as None.
@@ -404,6 +414,10 @@ def _absent_components(family: str, model: str) -> dict:
     if not (folder / "model_index.json").exists():
         return {}
     verify_sha256sums(folder)
+    trained_as = json.loads((folder / "pretrain.json").read_text()).get("family") if (folder / "pretrain.json").exists() else None
+    if trained_as not in (None, family):  # e.g. an x0-predicting ShapesWorld model read as velocities: garbage
+        raise ValueError(f"{model} was pretrained as family {trained_as!r} (its pretrain.json); load it with "
+                         f"family={trained_as!r}, not {family!r}")
     listed = json.loads((folder / "model_index.json").read_text())
     params = inspect.signature(PIPELINES[family].__init__).parameters
     return {name: None for name, p in params.items() if name != "self" and p.default is inspect.Parameter.empty
@@ -427,7 +441,8 @@ class ModelNotAvailable(RuntimeError):
     """The weights of a model id / folder cannot be loaded here (offline, or an incomplete folder)."""
 
 
-PIPELINES = {"sd3": StableDiffusion3Pipeline, "flux": FluxPipeline, "wan": WanPipeline, "wan-x0": WanPipeline}
+PIPELINES = {"sd3": StableDiffusion3Pipeline, "flux": FluxPipeline, "wan": WanPipeline, "sd3-x0": StableDiffusion3Pipeline,
+             "wan-x0": WanPipeline}
 
 
 def add_lora(transformer, rank: int, alpha: float | None = None, target_modules: list[str] | None = None,
@@ -470,8 +485,9 @@ def load_policy(
     else:
         # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
         dtypes = {"default": dtype, "vae": torch.float32} if family.startswith("wan") else dtype
+        absent = _absent_components(family, model)  # (its own clear errors: checksums, family)
         try:
-            pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes, **_absent_components(family, model))
+            pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes, **absent)
         except (OSError, ValueError) as err:  # huggingface_hub errors are OSErrors
             raise ModelNotAvailable(
                 f"Could not load {model!r} (family {family}): the weights are not in the local cache and "

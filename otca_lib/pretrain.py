@@ -1,24 +1,27 @@
 """Pretrain the ShapesWorld base models, the embedded default of the repository (flow matching).
 
-    python -m otca_lib.pretrain image --minutes 25 --out data/models/shapesworld-image
+    OMP_NUM_THREADS=1 python -m otca_lib.pretrain image --minutes 30 --eval-every 150 --loss v --max-alignment 1.0 --out data/models/shapesworld-image
     python -m otca_lib.pretrain video --minutes 30 --eval-every 150 --max-alignment 0.95 --out data/models/shapesworld-video
 
-The model is a StableDiffusion3Pipeline in pixel space (no VAE: the state is the 32 x 32 RGB image in
-[-1, 1]) whose SD3Transformer2DModel and two small CLIP text encoders are trained from scratch, jointly,
-with a word-level tokenizer over the ShapesWorld vocabulary. It loads through the same
-``policy.load_policy("sd3", folder)`` path as the real checkpoints.
+The image model is a StableDiffusion3Pipeline in pixel space (no VAE: the state is the 32 x 32 RGB image
+in [-1, 1]) whose SD3Transformer2DModel and two small CLIP text encoders are trained from scratch, jointly,
+with a word-level tokenizer over the ShapesWorld vocabulary.
 
 Objective (rectified flow, Esser et al. 2024): for a render x0 of a training caption, noise e and a
-logit-normal noise level s = sigmoid(n), n ~ N(0, 1), the transformer predicts v = e - x0 at
-x_s = (1 - s) x0 + s e; loss = mean (v_theta - v)^2. 10 % of captions are dropped (empty prompt) so
+logit-normal noise level s = sigmoid(n), n ~ N(0, 1), at x_s = (1 - s) x0 + s e the transformer predicts
+the clean image x0_theta (not the velocity v = e - x0: a velocity-predicting model of this size left
+visible noise in every sample, quality 0.03; Li & He 2025 argue the same for pixel-space models), with
+``--loss x0``: mean (x0_theta - x0)^2, or ``--loss v``: mean (v_theta - v)^2 with v_theta = (x_s - x0_theta) / s,
+which weights low noise levels by 1 / s^2. It is loaded as the family "sd3-x0" (policy.SD3X0Policy turns x0
+into v = (x_s - x0_theta) / s for the samplers). 10 % of captions are dropped (empty prompt) so
 classifier-free guidance is possible. An EMA of all trained weights is what gets evaluated and shipped.
 
 The video model is a WanPipeline in pixel space (the state is the (3, 8, 32, 32) video in [-1, 1]) whose
 WanTransformer3DModel takes patches of (8, 4, 4): one token holds a 4 x 4 pixel column through all 8 frames,
 so 64 tokens cost what the image model's do and every token sees the whole motion. Each token then outputs
-384 values from a width of 128, too few to carry the noise in a velocity, so the video transformer predicts
-x0 (loss = mean (x0_theta - x0)^2) and is loaded as the family "wan-x0" (policy.WanX0Policy turns x0 into
-v = (x_s - x0_theta) / s). Its text encoder is a small UMT5 trained jointly, as the CLIPs are for images.
+384 values from a width of 128, too few to carry the noise in a velocity, so it predicts x0 as well and is
+loaded as the family "wan-x0". Its text encoder is a small UMT5 trained jointly, as the CLIPs are for images.
+Both load through the same ``policy.load_policy(family, folder)`` path as the real checkpoints.
 
 Every ``--eval-every`` seconds the EMA weights sample the held-out prompts deterministically (ODE,
 10 steps, fixed seeds, no guidance) and are scored with the exact ShapesWorld rewards. RL needs
@@ -104,27 +107,61 @@ def _modules(pipe):
     return [m for m in (pipe.transformer, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
 
 
-def image_loss(pipe, x0, captions, e, s):
-    """Velocity loss of the SD3 image model on images x0 (B, 3, 32, 32): mean (v_theta - (e - x0))^2."""
+def image_x0(pipe, x0, captions, e, s):
+    """-> (x_s, x0_theta) of the SD3 image model on images x0 (B, 3, 32, 32) at noise levels s (B,)."""
     embeds, _, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, prompt_3=None,
                                               do_classifier_free_guidance=False, max_sequence_length=MAX_TOKENS)
     x = (1 - s.view(-1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1) * e
-    v = pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds,
-                         pooled_projections=pooled, return_dict=False)[0]
-    return torch.nn.functional.mse_loss(v, e - x0)
+    return x, pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds,
+                               pooled_projections=pooled, return_dict=False)[0]
 
 
-def video_loss(pipe, x0, captions, e, s):
-    """x0 loss of the Wan video model on videos x0 (B, 3, 8, 32, 32): mean (x0_theta - x0)^2."""
+def video_x0(pipe, x0, captions, e, s):
+    """-> (x_s, x0_theta) of the Wan video model on videos x0 (B, 3, 8, 32, 32) at noise levels s (B,)."""
     embeds, _ = pipe.encode_prompt(prompt=captions, do_classifier_free_guidance=False, max_sequence_length=MAX_TOKENS)
     x = (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * e
-    x0_theta = pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds, return_dict=False)[0]
+    return x, pipe.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=embeds, return_dict=False)[0]
+
+
+def x0_loss(x, x0_theta, x0, s):
+    """mean (x0_theta - x0)^2: every noise level weighted alike (the video model's loss)."""
     return torch.nn.functional.mse_loss(x0_theta, x0)
 
 
-KINDS = {  # kind -> (untrained pipeline, policy family, loss, batch default)
-    "image": (image_pipeline, "sd3", image_loss, 64),
-    "video": (video_pipeline, "wan-x0", video_loss, 32),
+def v_loss(x, x0_theta, x0, s):
+    """mean (v_theta - v)^2 with v = (x_s - x0) / s, i.e. (x0_theta - x0)^2 / s^2: the velocity loss of an
+    x0-predicting model (Li & He 2025), which weights the low noise levels that decide edges and specks most.
+    s is clamped at 0.05 in the division so the weight stays <= 400."""
+    s = s.clamp(min=0.05).view(-1, *[1] * (x.ndim - 1))
+    return torch.nn.functional.mse_loss((x - x0_theta) / s, (x - x0) / s)
+
+
+LOSSES = {"x0": x0_loss, "v": v_loss}
+ATTRIBUTES = {"image": {"size": sw.SIZES, "color": sw.COLORS, "shape": sw.SHAPES, "position": sw.POSITIONS},
+              "video": {"size": sw.SIZES, "color": sw.COLORS, "shape": sw.SHAPES, "direction": sw.DIRECTIONS}}
+
+
+def mislabel(captions: list[str], kind: str, p: float, allowed: set, g: torch.Generator) -> list[str]:
+    """Noisy captions, as web captions are: each attribute word is replaced, with probability p, by another value
+    drawn uniformly (the image stays the render of the true caption). A base model trained on them binds each
+    word only about 1 - p of the time, so it stays imperfect in alignment however clean its images become: the
+    headroom RL needs. A noisy caption outside ``allowed`` (the training prompts; a held-out combination) is not
+    used: the true one is kept, so held-out combinations never appear in training."""
+    out = []
+    for caption in captions:
+        attrs = sw.parse_caption(caption)
+        for name, values in ATTRIBUTES[kind].items():
+            flip, pick = torch.rand(2, generator=g).tolist()
+            if flip < p:
+                others = [v for v in values if v != attrs[name]]
+                attrs[name] = others[int(pick * len(others))]
+        noisy = (sw.caption_image(attrs["color"], attrs["shape"], attrs["size"], attrs["position"]) if kind == "image"
+                 else sw.caption_video(attrs["color"], attrs["shape"], attrs["size"], attrs["direction"]))
+        out.append(noisy if noisy in allowed else caption)
+    return out
+KINDS = {  # kind -> (untrained pipeline, policy family, x0 prediction, batch default)
+    "image": (image_pipeline, "sd3-x0", image_x0, 64),
+    "video": (video_pipeline, "wan-x0", video_x0, 32),
 }
 
 
@@ -142,8 +179,10 @@ def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0) -> d
 
 def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
           eval_every: float = 120.0, max_alignment: float = 0.8, max_direction: float = 0.9, min_quality: float = 0.6,
-          ema_decay: float = 0.999, drop: float = 0.1, log=print) -> dict:
-    make_pipeline, _, loss_fn, default_batch = KINDS[kind]
+          ema_decay: float = 0.999, loss: str = "x0", caption_noise: float = 0.0, caption_noise_after: float = 0.0,
+          drop: float = 0.1, log=print) -> dict:
+    make_pipeline, _, predict, default_batch = KINDS[kind]
+    loss_fn = LOSSES[loss]
     batch = batch or default_batch
     torch.manual_seed(seed)
     pipe = make_pipeline(seed)
@@ -154,6 +193,7 @@ def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e
     ema = copy.deepcopy(modules)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     train_caps, test_caps = sw.prompts(kind, "train"), sw.prompts(kind, "test")
+    allowed = set(train_caps)
     g = torch.Generator().manual_seed(seed)
     history, snapshots = [], []
     t_start = time.time()
@@ -176,19 +216,26 @@ def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e
         # (Images draw no start seed, so the shipped image model's random stream is what it was.)
         start = int(torch.randint(2**31, (1,), generator=g)) if kind == "video" else None
         x0 = sw.render_batch(caps, seed=start) * 2 - 1
+        if caption_noise > 0 and elapsed >= caption_noise_after * 60:  # (no draws otherwise: same random stream)
+            caps = mislabel(caps, kind, caption_noise, allowed, g)
         drop_mask = torch.rand(batch, generator=g) < drop
         caps = ["" if d else c for c, d in zip(caps, drop_mask.tolist())]
         e = torch.randn(x0.shape, generator=g)
         s = torch.sigmoid(torch.randn(batch, generator=g))                      # logit-normal noise levels
-        loss = loss_fn(pipe, x0, caps, e, s)
+        x, x0_theta = predict(pipe, x0, caps, e, s)
+        loss = loss_fn(x, x0_theta, x0, s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        # EMA with warm-up: decay min(ema_decay, (1 + step) / (10 + step)), so the average covers about the last
+        # tenth of the steps taken so far; a fixed 0.999 from step 0 averaged weights from far apart in early
+        # training, and its samples went from one big blob to near-blank canvases before recovering (data/README.md).
+        decay = min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for m_ema, m in zip(ema, _modules(pipe)):
                 for pe, p in zip(m_ema.parameters(), m.parameters()):
-                    pe.lerp_(p, 1 - ema_decay)
+                    pe.lerp_(p, 1 - decay)
         step += 1
     ok = [i for i, r in enumerate(history) if r["sw_alignment"] <= max_alignment
           and r.get("sw_direction", 0.0) < max_direction]
@@ -224,15 +271,23 @@ def main(argv=None) -> int:
     ap.add_argument("--max-alignment", type=float, default=0.8)
     ap.add_argument("--max-direction", type=float, default=0.9, help="videos: direction accuracy must stay below this")
     ap.add_argument("--min-quality", type=float, default=0.6)
+    ap.add_argument("--ema-decay", type=float, default=0.999, help="decay of the weights' EMA (what is evaluated and shipped)")
+    ap.add_argument("--loss", choices=list(LOSSES), default="x0", help="x0: (x0_theta - x0)^2; v: the same / s^2")
+    ap.add_argument("--caption-noise", type=float, default=0.0, help="probability that each attribute word of a "
+                    "training caption is replaced by another value (the image is not changed)")
+    ap.add_argument("--caption-noise-after", type=float, default=0.0, help="minutes of clean captions before the "
+                    "noise starts (the model first learns to draw, then to bind words only loosely)")
     a = ap.parse_args(argv)
     minutes = a.minutes or {"image": 25.0, "video": 30.0}[a.kind]
     result = train(a.kind, minutes, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
-                         max_alignment=a.max_alignment, max_direction=a.max_direction, min_quality=a.min_quality)
+                         max_alignment=a.max_alignment, max_direction=a.max_direction, min_quality=a.min_quality,
+                   ema_decay=a.ema_decay, loss=a.loss, caption_noise=a.caption_noise,
+                   caption_noise_after=a.caption_noise_after)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result["pipeline"].save_pretrained(out)
     meta = {"command": "python -m otca_lib.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
+            "family": KINDS[a.kind][1], "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
             "wall_minutes": result["wall_minutes"], "chosen_evaluation": result["chosen"],
             "held_out": result["history"][result["chosen"]], "history": result["history"]}
     (out / "pretrain.json").write_text(json.dumps(meta, indent=1) + "\n")

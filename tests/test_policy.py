@@ -14,7 +14,7 @@ FRAMES = 9
 PROMPTS = ["a red cat", "a dog on the beach", "an old house in the forest"]
 
 
-@pytest.fixture(scope="module", params=["sd3", "flux", "wan"])  # the tiny pipelines (wan-x0 is tested in test_pretrain)
+@pytest.fixture(scope="module", params=["sd3", "flux", "wan"])  # the tiny pipelines (sd3-x0 and wan-x0 are tested in test_pretrain)
 def policy(request):
     return load_policy(request.param, f"tiny-{request.param}")
 
@@ -158,7 +158,7 @@ def test_save_and_load_through_from_pretrained(policy, tmp_path):
 def test_missing_weights_and_unknown_family():
     with pytest.raises(RuntimeError, match=r"no-such-org/no-such-model.*--set model="):
         load_policy("sd3", "no-such-org/no-such-model")
-    with pytest.raises(ValueError, match="sd3, flux, wan, wan-x0"):
+    with pytest.raises(ValueError, match="sd3, flux, wan, sd3-x0, wan-x0"):
         load_policy("sdxl", "tiny-sd3")
 
 

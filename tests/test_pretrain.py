@@ -10,18 +10,34 @@ from otca_lib.policy import ModelNotAvailable, load_policy
 
 def test_pretrain_writes_a_verified_loadable_pipeline(tmp_path):
     out = tmp_path / "model"
-    assert pretrain.main(["image", "--minutes", "0.02", "--batch", "4", "--eval-every", "1000", "--out", str(out)]) == 0
+    assert pretrain.main(["image", "--minutes", "0.02", "--batch", "4", "--eval-every", "1000", "--loss", "v",
+                          "--out", str(out)]) == 0
     meta = json.loads((out / "pretrain.json").read_text())
     assert meta["steps"] >= 1 and set(pretrain.EVAL_REWARDS["image"]) <= set(meta["held_out"])
-    policy = load_policy("sd3", str(out))
+    policy = load_policy("sd3-x0", str(out))
     assert policy.pipeline.vae is None and policy.latent_shape(32, 32) == (3, 32, 32)
     cond = policy.encode_prompts(["a large red circle at the center"])
-    v = policy.velocity(torch.zeros(1, 3, 32, 32), torch.full((1,), 0.5), cond)
-    assert v.shape == (1, 3, 32, 32) and torch.isfinite(v).all()
+    x, s = torch.randn(1, 3, 32, 32), torch.full((1,), 0.5)
+    x0 = policy.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=cond["prompt_embeds"],
+                            pooled_projections=cond["pooled_prompt_embeds"], return_dict=False)[0]
+    torch.testing.assert_close(x - s * policy.velocity(x, s, cond), x0, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="pretrained as family 'sd3-x0'"):
+        load_policy("sd3", str(out))  # its outputs are not velocities
     weights = next((out / "transformer").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:-4] + b"oops")
     with pytest.raises(ModelNotAvailable, match="does not match"):
-        load_policy("sd3", str(out))
+        load_policy("sd3-x0", str(out))
+
+
+def test_v_loss_is_the_x0_loss_weighted_by_one_over_s_squared():
+    x0, e = torch.randn(3, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    s = torch.tensor([0.01, 0.3, 0.9])
+    x = (1 - s.view(-1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1) * e
+    x0_theta = x0 + 0.1 * torch.randn_like(x0)
+    per_sample = ((x0_theta - x0) ** 2).mean((1, 2, 3))
+    torch.testing.assert_close(pretrain.x0_loss(x, x0_theta, x0, s), per_sample.mean())
+    weight = 1 / torch.tensor([0.05, 0.3, 0.9]) ** 2  # s clamped at 0.05
+    torch.testing.assert_close(pretrain.v_loss(x, x0_theta, x0, s), (weight * per_sample).mean())
 
 
 def test_video_pretraining_loads_as_an_x0_predicting_wan_policy(tmp_path):
