@@ -174,15 +174,16 @@ def tiny_wan() -> Config:
 
 
 def shapesworld_image() -> Config:
-    """The embedded default: the shipped ShapesWorld image model (pixel-space SD3, data/models) with its
-    exact rewards; full fine-tuning of its 3.5 M-parameter transformer. 4 prompts x 8 samples x 8 steps,
-    half of them trained per iteration (about 6 s per iteration on 2 CPU cores)."""
+    """The embedded default: the shipped ShapesWorld image model (pixel-space SD3 predicting x0, data/models) with
+    its exact rewards; full fine-tuning of its 3.5 M-parameter transformer. 4 prompts x 8 samples x 8 steps,
+    half of them trained per iteration (about 6 s per iteration on 2 CPU cores). lr 1e-5: at 5e-5 GRPO raised
+    alignment but wrecked the base model's quality (0.74 -> 0.09 in 30 iterations); at 1e-5 both rise."""
     return Config(
-        family="sd3", model="data/models/shapesworld-image", height=32, width=32, num_steps=8, eval_num_steps=10,
+        family="sd3-x0", model="data/models/shapesworld-image", height=32, width=32, num_steps=8, eval_num_steps=10,
         sde="flow_grpo", noise_level=0.7, train_steps="random", train_fraction=0.5,
         prompts_per_iteration=4, group_size=8, rollout_batch_size=32, train_micro_batch=48,
         rewards={"sw_alignment": 1.0, "sw_quality": 0.5, "sw_aesthetic": 0.25},
-        learning_rate=5e-5, clip_range=1e-4, iterations=30, eval_every=10, eval_samples=48, checkpoint_every=10,
+        learning_rate=1e-5, clip_range=1e-4, iterations=30, eval_every=10, eval_samples=48, checkpoint_every=10,
         eval_metrics=["sw_color", "sw_shape", "sw_position", "sw_size"],
         train_prompts="data/prompts/shapesworld_image_train.txt", test_prompts="data/prompts/shapesworld_image_test.txt",
         output_dir="runs/shapesworld-image")
