@@ -143,10 +143,12 @@ ATTRIBUTES = {"image": {"size": sw.SIZES, "color": sw.COLORS, "shape": sw.SHAPES
 
 def mislabel(captions: list[str], kind: str, p: float, allowed: set, g: torch.Generator) -> list[str]:
     """Noisy captions, as web captions are: each attribute word is replaced, with probability p, by another value
-    drawn uniformly (the image stays the render of the true caption). A base model trained on them binds each
-    word only about 1 - p of the time, so it stays imperfect in alignment however clean its images become: the
-    headroom RL needs. A noisy caption outside ``allowed`` (the training prompts; a held-out combination) is not
-    used: the true one is kept, so held-out combinations never appear in training."""
+    drawn uniformly (the image stays the render of the true caption). The hope: a model that binds each word only
+    about 1 - p of the time, imperfect in alignment however clean its images. Measured on the image model (p 0.3,
+    data/README.md): from scratch it had learned little in 10 minutes; switched on after 20 clean minutes, it
+    collapsed the model to blurred blobs. Not used by the shipped models; kept to reproduce that measurement. A
+    noisy caption outside ``allowed`` (the training prompts) is not used: the true one is kept, so held-out
+    combinations never appear in training."""
     out = []
     for caption in captions:
         attrs = sw.parse_caption(caption)
@@ -159,6 +161,8 @@ def mislabel(captions: list[str], kind: str, p: float, allowed: set, g: torch.Ge
                  else sw.caption_video(attrs["color"], attrs["shape"], attrs["size"], attrs["direction"]))
         out.append(noisy if noisy in allowed else caption)
     return out
+
+
 KINDS = {  # kind -> (untrained pipeline, policy family, x0 prediction, batch default)
     "image": (image_pipeline, "sd3-x0", image_x0, 64),
     "video": (video_pipeline, "wan-x0", video_x0, 32),
@@ -213,7 +217,7 @@ def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e
         idx = torch.randint(len(train_caps), (batch,), generator=g)
         caps = [train_caps[i] for i in idx.tolist()]
         # (B, 3, 32, 32) images, or (B, 3, 8, 32, 32) videos from seeded random start positions; in [-1, 1].
-        # (Images draw no start seed, so the shipped image model's random stream is what it was.)
+        # (Images draw no start seed: each image caption has exactly one render.)
         start = int(torch.randint(2**31, (1,), generator=g)) if kind == "video" else None
         x0 = sw.render_batch(caps, seed=start) * 2 - 1
         if caption_noise > 0 and elapsed >= caption_noise_after * 60:  # (no draws otherwise: same random stream)
@@ -262,7 +266,7 @@ def write_sha256sums(folder: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.pretrain", description=__doc__.split("\n")[0])
     ap.add_argument("kind", choices=list(KINDS))
-    ap.add_argument("--minutes", type=float, default=None, help="wall-time budget of the training loop (25 image, 30 video)")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-time budget of the training loop (default 30)")
     ap.add_argument("--out", required=True, help="folder for the pipeline (save_pretrained), pretrain.json, SHA256SUMS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=None, help="64 images or 32 videos per step")
@@ -278,9 +282,9 @@ def main(argv=None) -> int:
     ap.add_argument("--caption-noise-after", type=float, default=0.0, help="minutes of clean captions before the "
                     "noise starts (the model first learns to draw, then to bind words only loosely)")
     a = ap.parse_args(argv)
-    minutes = a.minutes or {"image": 25.0, "video": 30.0}[a.kind]
+    minutes = a.minutes or 30.0
     result = train(a.kind, minutes, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
-                         max_alignment=a.max_alignment, max_direction=a.max_direction, min_quality=a.min_quality,
+                   max_alignment=a.max_alignment, max_direction=a.max_direction, min_quality=a.min_quality,
                    ema_decay=a.ema_decay, loss=a.loss, caption_noise=a.caption_noise,
                    caption_noise_after=a.caption_noise_after)
     out = Path(a.out)
