@@ -406,18 +406,17 @@ class WanX0Policy(X0Prediction, WanPolicy):
 
 _FAMILY_OF_TRANSFORMER[WanExperts] = "wan"
 POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy, "sd3-x0": SD3X0Policy, "wan-x0": WanX0Policy}
+
+
 def _absent_components(family: str, model: str) -> dict:
     """A local folder saved without some components (the pixel-space ShapesWorld models have no VAE and
     no T5) lists them as [null, null] in model_index.json; from_pretrained needs them passed as None.
-    Also verifies the folder's SHA256SUMS, when it has one, before anything is loaded."""
+    Before anything is loaded, also checks the folder's SHA256SUMS and the family its pretrain.json names."""
     folder = Path(model)
     if not (folder / "model_index.json").exists():
         return {}
     verify_sha256sums(folder)
-    trained_as = json.loads((folder / "pretrain.json").read_text()).get("family") if (folder / "pretrain.json").exists() else None
-    if trained_as not in (None, family):  # e.g. an x0-predicting ShapesWorld model read as velocities: garbage
-        raise ValueError(f"{model} was pretrained as family {trained_as!r} (its pretrain.json); load it with "
-                         f"family={trained_as!r}, not {family!r}")
+    check_family(folder, family)
     listed = json.loads((folder / "model_index.json").read_text())
     params = inspect.signature(PIPELINES[family].__init__).parameters
     return {name: None for name, p in params.items() if name != "self" and p.default is inspect.Parameter.empty
@@ -435,6 +434,16 @@ def verify_sha256sums(folder: Path) -> None:
         if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
             raise ModelNotAvailable(f"{f} is missing or does not match {sums}: the model folder is corrupt or was "
                                     "changed; restore it (git checkout -- data/models) or re-run the pretraining command")
+
+
+def check_family(folder: Path, family: str) -> None:
+    """A model pretrained here records its family in pretrain.json; loading it as another one (an x0-predicting
+    ShapesWorld model read as velocities) would sample garbage without any error, so it is a ValueError."""
+    meta = folder / "pretrain.json"
+    trained_as = json.loads(meta.read_text()).get("family") if meta.exists() else None
+    if trained_as not in (None, family):
+        raise ValueError(f"{folder} was pretrained as family {trained_as!r} (its pretrain.json); load it with "
+                         f"family={trained_as!r}, not {family!r}")
 
 
 class ModelNotAvailable(RuntimeError):

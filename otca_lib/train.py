@@ -58,6 +58,12 @@ def hub_prompt_file(path: str) -> Path:
             f"{repo} {filename} --local-dir DIR) and pass the local file: --set train_prompts=DIR/{filename}") from err
 
 
+def finite_mean(r: torch.Tensor) -> float:
+    """Mean of the finite entries (a failed reward is NaN and counted in */nonfinite); NaN if there are none."""
+    ok = torch.isfinite(r)
+    return float(r[ok].mean()) if ok.any() else float("nan")
+
+
 def read_prompts(path: str) -> list[str]:
     """Prompts from a text file (one per line) or a JSONL file (one object per line with a "prompt" field),
     local or in a hub dataset repository (hf://datasets/OWNER/NAME/FILE[@REVISION])."""
@@ -212,11 +218,10 @@ class Trainer:
 
         m, total, bad = {}, 0.0, torch.zeros_like(group, dtype=torch.bool)
         for k, r in rewards.items():
-            ok = torch.isfinite(r)
-            bad |= ~ok
-            m[f"{prefix}/{k}/mean"] = float(r[ok].mean()) if ok.any() else float("nan")
+            bad |= ~torch.isfinite(r)
+            m[f"{prefix}/{k}/mean"] = finite_mean(r)
             total = total + self.cfg.rewards[k] * r
-        m[f"{prefix}/total/mean"] = float(total[torch.isfinite(total)].mean()) if torch.isfinite(total).any() else float("nan")
+        m[f"{prefix}/total/mean"] = finite_mean(total)
         m[f"{prefix}/nonfinite"] = float(bad.sum())
         if prefix == "reward":
             m.update({f"reward/{k}": v for k, v in group_reward_stats(total, group).items()})
@@ -239,8 +244,7 @@ class Trainer:
             save_grid(pixels.cpu(), self.out / "samples" / f"eval_{it:06d}")
         m = self._reward_metrics(r, torch.arange(len(prompts), device=self.acc.device), "eval")
         for k, v in reward(self.eval_metric_fns, ro.pixels, prompts[local]).items():  # measured, not trained on
-            v = self.acc.gather(v.to(self.acc.device))
-            m[f"eval/{k}/mean"] = float(v[torch.isfinite(v)].mean()) if torch.isfinite(v).any() else float("nan")
+            m[f"eval/{k}/mean"] = finite_mean(self.acc.gather(v.to(self.acc.device)))
         return m
 
     # ------------------------------------------------------------------ logging, checkpoints
