@@ -163,6 +163,27 @@ def mislabel(captions: list[str], kind: str, p: float, allowed: set, g: torch.Ge
     return out
 
 
+def biased(captions: list[str], shapes_per_color: int = 3, positions_per_shape: int = 9) -> list[str]:
+    """The pretraining captions with a deliberate bias, as web data has: the i-th color is only ever seen with the
+    shapes i, i + 1, ... (mod 3), `shapes_per_color` of them, and (images) the j-th shape only at the positions
+    3j, 3j + 1, ... (mod 9), `positions_per_shape` of them (3: circles in the top row, squares in the middle,
+    triangles at the bottom). Defaults keep every caption."""
+    colors, positions = list(sw.COLORS), list(sw.POSITIONS)
+    if not (1 <= shapes_per_color <= len(sw.SHAPES) and 1 <= positions_per_shape <= len(positions)):
+        raise ValueError(f"shapes_per_color must be in 1..{len(sw.SHAPES)} and positions_per_shape in "
+                         f"1..{len(positions)}, got {shapes_per_color} and {positions_per_shape}")
+    keep = []
+    for caption in captions:
+        a = sw.parse_caption(caption)
+        c, s = colors.index(a["color"]), sw.SHAPES.index(a["shape"])
+        ok = (s - c) % len(sw.SHAPES) < shapes_per_color
+        if a["kind"] == "image":
+            ok = ok and (positions.index(a["position"]) - 3 * s) % len(positions) < positions_per_shape
+        if ok:
+            keep.append(caption)
+    return keep
+
+
 KINDS = {  # kind -> (untrained pipeline, policy family, x0 prediction, batch default)
     "image": (image_pipeline, "sd3-x0", image_x0, 64),
     "video": (video_pipeline, "wan-x0", video_x0, 32),
@@ -170,33 +191,38 @@ KINDS = {  # kind -> (untrained pipeline, policy family, x0 prediction, batch de
 
 
 @torch.no_grad()
-def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0) -> dict[str, float]:
+def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0, device="cpu") -> dict[str, float]:
     """Held-out means of the ShapesWorld rewards on deterministic samples (ODE, fixed seeds, no guidance)."""
     kind = "video" if isinstance(pipe, WanPipeline) else "image"
-    policy = policy_from_pipeline(KINDS[kind][1], pipe, keep_reference=False)
+    policy = policy_from_pipeline(KINDS[kind][1], pipe, device=device, keep_reference=False)
     frames = sw.FRAMES if kind == "video" else None
     ro = sample(policy, captions, sigmas=policy.sigmas(num_steps, sw.H, sw.W), trained=torch.empty(0, dtype=torch.long),
                 seeds=[sample_seed(seed, 10**9, i) for i in range(len(captions))],
                 latent_shape=policy.latent_shape(sw.H, sw.W, frames), batch_size=64)
-    return {k: float(sw.REWARDS[k]("cpu")(ro.pixels, captions).mean()) for k in EVAL_REWARDS[kind]}
+    pixels = ro.pixels.cpu()
+    return {k: float(sw.REWARDS[k]("cpu")(pixels, captions).mean()) for k in EVAL_REWARDS[kind]}
 
 
-def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
-          eval_every: float = 120.0, max_alignment: float = 0.8, max_direction: float = 0.9, min_quality: float = 0.6,
-          ema_decay: float = 0.999, loss: str = "x0", caption_noise: float = 0.0, caption_noise_after: float = 0.0,
-          drop: float = 0.1, log=print) -> dict:
+def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
+          eval_every: float = 120.0, eval_every_steps: int | None = None, max_alignment: float = 0.8,
+          max_direction: float = 0.9, min_quality: float = 0.6, ema_decay: float = 0.999, loss: str = "x0",
+          unconditional_steps: int = 0, caption_noise: float = 0.0, caption_noise_after: float = 0.0,
+          drop: float = 0.1, shapes_per_color: int = 3, positions_per_shape: int = 9, device="cpu", log=print) -> dict:
+    """Train for `steps` optimizer steps or `minutes` of wall time, whichever ends first, evaluating the EMA
+    every `eval_every_steps` steps (or, without it, every `eval_every` seconds) and at the end."""
     make_pipeline, _, predict, default_batch = KINDS[kind]
     loss_fn = LOSSES[loss]
     batch = batch or default_batch
     torch.manual_seed(seed)
-    pipe = make_pipeline(seed)
+    pipe = make_pipeline(seed).to(device)
     modules = _modules(pipe)
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train()
     ema = copy.deepcopy(modules)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    train_caps, test_caps = sw.prompts(kind, "train"), sw.prompts(kind, "test")
+    train_caps, test_caps = biased(sw.prompts(kind, "train"), shapes_per_color, positions_per_shape), sw.prompts(kind, "test")
+    log(f"{len(train_caps)} training captions")
     allowed = set(train_caps)
     g = torch.Generator().manual_seed(seed)
     history, snapshots = [], []
@@ -204,28 +230,32 @@ def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e
     step, loss = 0, None
     while True:
         elapsed = time.time() - t_start
-        if elapsed >= eval_every * (len(history) + 1) or elapsed >= minutes * 60:
+        done = elapsed >= minutes * 60 or (steps is not None and step >= steps)
+        due = (step > 0 and step % eval_every_steps == 0) if eval_every_steps else elapsed >= eval_every * (len(history) + 1)
+        if due or done:
             eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
             _load(eval_pipe, ema)
             row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": None if loss is None else round(float(loss.detach()), 4),
-                   **evaluate(eval_pipe, test_caps, seed=seed)}
+                   **evaluate(eval_pipe, test_caps, seed=seed, device=device)}
             history.append(row)
             snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in ema])
             log(json.dumps(row))
-            if elapsed >= minutes * 60:
+            if done:
                 break
         idx = torch.randint(len(train_caps), (batch,), generator=g)
         caps = [train_caps[i] for i in idx.tolist()]
         # (B, 3, 32, 32) images, or (B, 3, 8, 32, 32) videos from seeded random start positions; in [-1, 1].
         # (Images draw no start seed: each image caption has exactly one render.)
         start = int(torch.randint(2**31, (1,), generator=g)) if kind == "video" else None
-        x0 = sw.render_batch(caps, seed=start) * 2 - 1
+        x0 = sw.render_batch(caps, seed=start, device=device) * 2 - 1
         if caption_noise > 0 and elapsed >= caption_noise_after * 60:  # (no draws otherwise: same random stream)
             caps = mislabel(caps, kind, caption_noise, allowed, g)
-        drop_mask = torch.rand(batch, generator=g) < drop
+        # Caption dropout (10 %: classifier-free guidance stays possible); all captions in the first
+        # `unconditional_steps`, so the model learns to draw clean shapes before it learns what the words mean.
+        drop_mask = torch.rand(batch, generator=g) < (1.0 if step < unconditional_steps else drop)
         caps = ["" if d else c for c, d in zip(caps, drop_mask.tolist())]
-        e = torch.randn(x0.shape, generator=g)
-        s = torch.sigmoid(torch.randn(batch, generator=g))                      # logit-normal noise levels
+        e = torch.randn(x0.shape, generator=g).to(device)
+        s = torch.sigmoid(torch.randn(batch, generator=g)).to(device)           # logit-normal noise levels
         x, x0_theta = predict(pipe, x0, caps, e, s)
         loss = loss_fn(x, x0_theta, x0, s)
         opt.zero_grad(set_to_none=True)
@@ -247,7 +277,7 @@ def train(kind: str, minutes: float, *, batch: int | None = None, lr: float = 6e
     chosen = (good or ok or [len(history) - 1])[-1]
     for m, state in zip(_modules(pipe), snapshots[chosen]):
         m.load_state_dict(state)
-    return {"pipeline": pipe, "history": history, "chosen": chosen, "steps": step,
+    return {"pipeline": pipe, "history": history, "chosen": chosen, "steps": step, "captions": len(train_caps),
             "wall_minutes": round((time.time() - t_start) / 60, 2)}
 
 
@@ -267,11 +297,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.pretrain", description=__doc__.split("\n")[0])
     ap.add_argument("kind", choices=list(KINDS))
     ap.add_argument("--minutes", type=float, default=None, help="wall-time budget of the training loop (default 30)")
+    ap.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps (or --minutes, "
+                    "whichever comes first); with --eval-every-steps the run no longer depends on the machine's speed")
     ap.add_argument("--out", required=True, help="folder for the pipeline (save_pretrained), pretrain.json, SHA256SUMS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=None, help="64 images or 32 videos per step")
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--eval-every", type=float, default=120.0, help="seconds between held-out evaluations")
+    ap.add_argument("--eval-every-steps", type=int, default=None, help="evaluate every N steps instead")
+    ap.add_argument("--unconditional-steps", type=int, default=0, help="drop every caption in the first N steps: "
+                    "the model learns to draw before it learns to bind words")
+    ap.add_argument("--caption-dropout", type=float, default=0.1, help="probability that a training caption is "
+                    "replaced by the empty prompt (the unconditional model of classifier-free guidance)")
+    ap.add_argument("--shapes-per-color", type=int, default=3, help="bias: each color seen with this many shapes")
+    ap.add_argument("--positions-per-shape", type=int, default=9, help="bias: each shape seen at this many positions")
+    ap.add_argument("--device", default="cpu", help="torch device of the training loop (e.g. cuda)")
     ap.add_argument("--max-alignment", type=float, default=0.8)
     ap.add_argument("--max-direction", type=float, default=0.9, help="videos: direction accuracy must stay below this")
     ap.add_argument("--min-quality", type=float, default=0.6)
@@ -283,16 +323,18 @@ def main(argv=None) -> int:
                     "noise starts (the model first learns to draw, then to bind words only loosely)")
     a = ap.parse_args(argv)
     minutes = a.minutes or 30.0
-    result = train(a.kind, minutes, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
-                   max_alignment=a.max_alignment, max_direction=a.max_direction, min_quality=a.min_quality,
-                   ema_decay=a.ema_decay, loss=a.loss, caption_noise=a.caption_noise,
-                   caption_noise_after=a.caption_noise_after)
+    result = train(a.kind, minutes, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
+                   eval_every_steps=a.eval_every_steps, max_alignment=a.max_alignment, max_direction=a.max_direction,
+                   min_quality=a.min_quality, ema_decay=a.ema_decay, loss=a.loss,
+                   unconditional_steps=a.unconditional_steps, caption_noise=a.caption_noise,
+                   caption_noise_after=a.caption_noise_after, drop=a.caption_dropout,
+                   shapes_per_color=a.shapes_per_color, positions_per_shape=a.positions_per_shape, device=a.device)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result["pipeline"].save_pretrained(out)
     meta = {"command": "python -m otca_lib.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
             "family": KINDS[a.kind][1], "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
-            "wall_minutes": result["wall_minutes"], "chosen_evaluation": result["chosen"],
+            "wall_minutes": result["wall_minutes"], "pretraining_captions": result["captions"], "chosen_evaluation": result["chosen"],
             "held_out": result["history"][result["chosen"]], "history": result["history"]}
     (out / "pretrain.json").write_text(json.dumps(meta, indent=1) + "\n")
     write_sha256sums(out)

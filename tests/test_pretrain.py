@@ -4,16 +4,17 @@ import json
 import pytest
 import torch
 
-from otca_lib import pretrain
+from otca_lib import pretrain, shapesworld as sw
 from otca_lib.policy import ModelNotAvailable, load_policy
 
 
 def test_pretrain_writes_a_verified_loadable_pipeline(tmp_path):
     out = tmp_path / "model"
-    assert pretrain.main(["image", "--minutes", "0.02", "--batch", "4", "--eval-every", "1000", "--loss", "v",
-                          "--out", str(out)]) == 0
+    assert pretrain.main(["image", "--steps", "3", "--eval-every-steps", "2", "--batch", "4", "--loss", "v",
+                          "--shapes-per-color", "2", "--positions-per-shape", "3", "--out", str(out)]) == 0
     meta = json.loads((out / "pretrain.json").read_text())
-    assert meta["steps"] >= 1 and set(pretrain.EVAL_REWARDS["image"]) <= set(meta["held_out"])
+    assert meta["steps"] == 3 and [r["step"] for r in meta["history"]] == [2, 3]
+    assert meta["pretraining_captions"] == 66 and set(pretrain.EVAL_REWARDS["image"]) <= set(meta["held_out"])
     policy = load_policy("sd3-x0", str(out))
     assert policy.pipeline.vae is None and policy.latent_shape(32, 32) == (3, 32, 32)
     cond = policy.encode_prompts(["a large red circle at the center"])
@@ -27,6 +28,23 @@ def test_pretrain_writes_a_verified_loadable_pipeline(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-4] + b"oops")
     with pytest.raises(ModelNotAvailable, match="does not match"):
         load_policy("sd3-x0", str(out))
+
+
+def test_the_biased_pretraining_captions_pair_each_color_with_k_shapes_and_each_shape_with_k_positions():
+    train = sw.prompts("image", "train")
+    assert pretrain.biased(train) == train
+    kept = [sw.parse_caption(c) for c in pretrain.biased(train, shapes_per_color=2, positions_per_shape=3)]
+    for color in sw.COLORS:
+        assert len({a["shape"] for a in kept if a["color"] == color}) == 2
+    rows = {shape: {a["position"] for a in kept if a["shape"] == shape} for shape in sw.SHAPES}
+    assert rows["circle"] <= {"top left", "top", "top right"} and len(rows["circle"]) == 3
+    assert rows["triangle"] <= {"bottom left", "bottom", "bottom right"}
+    assert {a["size"] for a in kept} == set(sw.SIZES)
+    videos = pretrain.biased(sw.prompts("video", "train"), shapes_per_color=1, positions_per_shape=1)
+    assert videos and all(sw.SHAPES.index(sw.parse_caption(c)["shape"]) == list(sw.COLORS).index(sw.parse_caption(c)["color"]) % 3
+                          for c in videos)  # videos have no position: only the color-shape bias applies
+    with pytest.raises(ValueError, match="shapes_per_color"):
+        pretrain.biased(train, shapes_per_color=0)
 
 
 def test_v_loss_is_the_x0_loss_weighted_by_one_over_s_squared():
