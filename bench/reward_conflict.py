@@ -6,6 +6,8 @@
 Samples groups exactly as training does (SDE rollouts of the preset, `group` samples per training
 prompt), scores every objective of the preset plus the ShapesWorld parts, and prints:
 
+- the within-group standard deviation of every reward (GRPO learns nothing about an objective whose
+  samples all score the same within a group);
 - the within-group Pearson correlation of each pair of objectives: per group, the correlation of the
   two rewards over its samples, averaged over the groups where both vary (advantages only see
   within-group differences, so this is the conflict GRPO feels; negative = conflict);
@@ -60,6 +62,9 @@ def main(argv=None) -> int:
     print(f"{a.preset}: {len(prompts)} training prompts x group {a.group}, SDE ({cfg.sde}, noise {cfg.noise_level}), "
           f"{cfg.num_steps} steps, seed {a.seed}")
     print("\nmean reward: " + ", ".join(f"{k} {float(v.mean()):.3f}" for k, v in r.items()))
+    # what GRPO can learn from: an objective that does not vary within a group gives no advantage
+    spread = {k: float(torch.stack([v[group == g].std() for g in group.unique()]).mean()) for k, v in r.items()}
+    print("within-group std (mean over groups): " + ", ".join(f"{k} {v:.3f}" for k, v in spread.items()))
     print("\nwithin-group correlation (mean over groups where both vary; negative = conflict)")
     print(f"{'objective':>16} {'objective':>16} {'corr':>7} {'groups':>7}")
     for x, y in itertools.combinations(cfg.rewards, 2):
