@@ -256,8 +256,9 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
         x0 = sw.render_batch(caps, seed=start, device=device) * 2 - 1
         if caption_noise > 0 and elapsed >= caption_noise_after * 60:  # (no draws otherwise: same random stream)
             caps = mislabel(caps, kind, caption_noise, allowed, g)
-        # Caption dropout (10 %: classifier-free guidance stays possible); all captions in the first
-        # `unconditional_steps`, so the model learns to draw clean shapes before it learns what the words mean.
+        # Caption dropout (default 10 %: classifier-free guidance stays possible); every caption in the first
+        # `unconditional_steps` (the hope: learn to draw before binding words; measured: without captions the
+        # model hardly learns to draw at all, data/README.md).
         drop_mask = torch.rand(batch, generator=g) < (1.0 if step < unconditional_steps else drop)
         caps = ["" if d else c for c, d in zip(caps, drop_mask.tolist())]
         e = torch.randn(x0.shape, generator=g).to(device)
@@ -328,6 +329,12 @@ def main(argv=None) -> int:
     ap.add_argument("--caption-noise-after", type=float, default=0.0, help="minutes of clean captions before the "
                     "noise starts (the model first learns to draw, then to bind words only loosely)")
     a = ap.parse_args(argv)
+    for ok, message in ((a.steps is None or a.steps >= 1, f"--steps {a.steps}: give at least 1 step"),
+                        (a.eval_every_steps is None or a.eval_every_steps >= 1,
+                         f"--eval-every-steps {a.eval_every_steps}: give at least 1 step"),
+                        (0.0 <= a.caption_dropout <= 1.0, f"--caption-dropout {a.caption_dropout}: give a probability in [0, 1]")):
+        if not ok:
+            ap.error(message)
     minutes = a.minutes or 30.0
     result = train(a.kind, minutes, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
                    eval_every_steps=a.eval_every_steps, max_alignment=a.max_alignment, max_direction=a.max_direction,

@@ -45,6 +45,8 @@ def test_the_biased_pretraining_captions_pair_each_color_with_k_shapes_and_each_
                           for c in videos)  # videos have no position: only the color-shape bias applies
     with pytest.raises(ValueError, match="shapes_per_color"):
         pretrain.biased(train, shapes_per_color=0)
+    with pytest.raises(SystemExit):  # argparse: "--steps 0: give at least 1 step"
+        pretrain.main(["image", "--steps", "0", "--out", "unused"])
 
 
 def test_v_loss_is_the_x0_loss_weighted_by_one_over_s_squared():
