@@ -54,19 +54,12 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-FAMILIES = ("sd3", "flux", "wan", "sd3-x0", "wan-x0")
 # offline random pipelines; "tiny-sd3-pixel" has no VAE: its state is the image itself
 TINY_MODELS = {"tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-wan": "wan", "tiny-sd3-pixel": "sd3"}
 
-# Attention projections (plus the joint-attention context projections of SD3/Flux)
-# and, for Wan, the feed-forward layers; names checked against the diffusers classes.
+# Default LoRA targets (each family's `lora_targets`): the attention projections, plus the joint-attention
+# context projections of SD3/Flux and, for Wan, the feed-forward layers; names checked against the diffusers classes.
 _JOINT_ATTN = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
-DEFAULT_LORA_TARGETS = {
-    "sd3": _JOINT_ATTN,
-    "flux": _JOINT_ATTN,
-    "wan": ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
-}
-DEFAULT_LORA_TARGETS["sd3-x0"], DEFAULT_LORA_TARGETS["wan-x0"] = DEFAULT_LORA_TARGETS["sd3"], DEFAULT_LORA_TARGETS["wan"]
 _FAMILY_OF_TRANSFORMER = {SD3Transformer2DModel: "sd3", FluxTransformer2DModel: "flux", WanTransformer3DModel: "wan"}  # + WanExperts below
 
 
@@ -185,6 +178,8 @@ class Policy:
 
 class SD3Policy(Policy):
     family = "sd3"
+    pipeline_class = StableDiffusion3Pipeline
+    lora_targets = _JOINT_ATTN
     max_sequence_length = 256
 
     @torch.no_grad()
@@ -234,6 +229,8 @@ def unpack_latents(tokens: torch.Tensor, height: int, width: int) -> torch.Tenso
 
 class FluxPolicy(Policy):
     family = "flux"
+    pipeline_class = FluxPipeline
+    lora_targets = _JOINT_ATTN
     max_sequence_length = 512
     guidance_scale = 3.5  # FluxPipeline's default distilled guidance (guidance_embeds models only)
 
@@ -289,6 +286,8 @@ class FluxPolicy(Policy):
 
 class WanPolicy(Policy):
     family = "wan"
+    pipeline_class = WanPipeline
+    lora_targets = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"]
     is_video = True
     max_sequence_length = 512
 
@@ -405,7 +404,11 @@ class WanX0Policy(X0Prediction, WanPolicy):
 
 
 _FAMILY_OF_TRANSFORMER[WanExperts] = "wan"
-POLICIES = {"sd3": SD3Policy, "flux": FluxPolicy, "wan": WanPolicy, "sd3-x0": SD3X0Policy, "wan-x0": WanX0Policy}
+# family -> policy class; its pipeline class and LoRA targets (the x0 families inherit their base family's)
+POLICIES = {c.family: c for c in (SD3Policy, FluxPolicy, WanPolicy, SD3X0Policy, WanX0Policy)}
+FAMILIES = tuple(POLICIES)
+PIPELINES = {f: c.pipeline_class for f, c in POLICIES.items()}
+DEFAULT_LORA_TARGETS = {f: c.lora_targets for f, c in POLICIES.items()}
 
 
 def _absent_components(family: str, model: str) -> dict:
@@ -449,9 +452,6 @@ def check_family(folder: Path, family: str) -> None:
 class ModelNotAvailable(RuntimeError):
     """The weights of a model id / folder cannot be loaded here (offline, or an incomplete folder)."""
 
-
-PIPELINES = {"sd3": StableDiffusion3Pipeline, "flux": FluxPipeline, "wan": WanPipeline, "sd3-x0": StableDiffusion3Pipeline,
-             "wan-x0": WanPipeline}
 
 
 def add_lora(transformer, rank: int, alpha: float | None = None, target_modules: list[str] | None = None,

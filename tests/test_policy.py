@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from otca_lib import config, policy as policy_module  # noqa: E402
 from otca_lib.policy import load_policy, policy_from_pipeline, save_tiny_pipeline, tiny_pipeline  # noqa: E402
 
 H = W = 32  # pixels -> 8x8 latents (images), 4x4 latents x 3 latent frames (Wan, 9 frames)
@@ -160,6 +161,7 @@ def test_missing_weights_and_unknown_family():
         load_policy("sd3", "no-such-org/no-such-model")
     with pytest.raises(ValueError, match="sd3, flux, wan, sd3-x0, wan-x0"):
         load_policy("sdxl", "tiny-sd3")
+    assert config.FAMILIES == policy_module.FAMILIES  # config validates families without importing diffusers
 
 
 def _two_expert_wan(boundary_ratio=0.5):
