@@ -22,10 +22,11 @@ from otca_lib.policy import load_policy
 from otca_lib.rewards import build_rewards, reward
 from otca_lib.sample import sde_rollout, velocity
 from otca_lib.sde import STEPS, ode_step
+from otca_lib.seeds import Stream, generator
 from otca_lib.train import read_prompts
 
 
-def finish_from(policy, x, k, sigmas, cond, step, gen) -> torch.Tensor:
+def finish_from(policy, x, k, sigmas, cond, step, gen: torch.Generator) -> torch.Tensor:
     """From states x [N, ...] at step k: one fresh stochastic step, then ODE to the end; -> final states."""
     for t in range(k, len(sigmas) - 1):
         v = velocity(policy, x, sigmas[t].expand(x.shape[0]), cond, None, 1.0)
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     cfg = preset(a.preset)
     video = cfg.frames > 0
     test = read_prompts(cfg.test_prompts)
-    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))   # a seeded random subset
+    order = torch.randperm(len(test), generator=generator(a.seed, Stream.SUBSET))   # a seeded random subset
     prompts = [test[i] for i in order[: a.trajectories].tolist()]
     policy = load_policy(cfg.family, cfg.model, keep_reference=False)
     sigmas = policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
@@ -60,11 +61,10 @@ def main(argv=None) -> int:
     R, P = a.repeats, len(prompts)
     batch = [p for p in prompts for _ in range(R)]
     cond = policy.encode_prompts(batch)
-    gen = torch.Generator().manual_seed(a.seed + 1)
     spread = torch.zeros(T - 1, len(names))                    # [k, objective]: mean over prompts of the std over repeats
     for k in range(T - 1):
         x = ro.states[:, k].repeat_interleave(R, 0)
-        final = finish_from(policy, x, k, sigmas.to(x.device), cond, step, gen)
+        final = finish_from(policy, x, k, sigmas.to(x.device), cond, step, generator(a.seed, Stream.RENOISE, k))
         r = reward(fns, policy.decode(final), batch)
         for j, n in enumerate(names):
             spread[k, j] = r[n].view(P, R).std(1).mean()

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .advantage import group_advantages
+from .seeds import Stream, unit_uniform
 
 
 @dataclass
@@ -237,7 +238,8 @@ def objective_step_weights(inp: CreditInput) -> torch.Tensor:
     profile = inp.state.profile if inp.state is not None and inp.state.profile is not None else torch.ones(R, T)
     W = profile.to(dev)[None][:, :, ro.trained].expand(B, -1, -1)
     W = W / W.mean(-1, keepdim=True)                                           # [B, R, K]
-    fresh = torch.tensor([(s % 1000) < c.oa_sample_fraction * 1000 for s in ro.seeds], device=dev)
+    # (a draw of its own stream per sample: the seed's own digits would tie the choice to its noise's seed)
+    fresh = torch.tensor([unit_uniform(s, Stream.OBJECTIVE_SCORED) < c.oa_sample_fraction for s in ro.seeds], device=dev)
     if inp.iteration % c.oa_every != 0 or not fresh.any():
         return W
     idx = fresh.nonzero().squeeze(1)

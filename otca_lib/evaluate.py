@@ -26,8 +26,9 @@ from . import checkpoint
 from .config import preset
 from .policy import load_policy
 from .rewards import build_rewards, reward
-from .sample import sample, sample_seed
-from .train import EVAL_KEY, read_prompts  # the trainer's evaluation seeds, so the numbers agree
+from .sample import sample
+from .seeds import Stream, sample_seed  # the trainer's evaluation seeds, so the numbers agree
+from .train import read_prompts
 
 
 def load(preset_name: str, ckpt: str | None = None):
@@ -132,7 +133,7 @@ def sample_main(argv=None) -> int:
     a = ap.parse_args(argv)
     cfg, policy = load(a.preset, a.checkpoint)
     prompts = read_prompts(a.prompts)
-    seeds = [sample_seed(a.seed, EVAL_KEY, i) for i in range(len(prompts))]
+    seeds = [sample_seed(a.seed, Stream.EVAL, i) for i in range(len(prompts))]
     print(f"wrote {write_samples(generate(cfg, policy, prompts, seeds), prompts, seeds, Path(a.out))}")
     return 0
 
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
         cfg, policy = load(a.preset, a.checkpoint)
         base = read_prompts(a.prompts or cfg.test_prompts)
         prompts = [p for p in base for _ in range(a.samples_per_prompt)]
-        pixels = generate(cfg, policy, prompts, [sample_seed(a.seed, EVAL_KEY, i) for i in range(len(prompts))])
+        pixels = generate(cfg, policy, prompts, [sample_seed(a.seed, Stream.EVAL, i) for i in range(len(prompts))])
     scores = reward(build_rewards(reward_names(cfg)), pixels, prompts)
     summary = summarize(scores)
     print(table(summary))

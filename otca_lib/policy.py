@@ -54,6 +54,8 @@ from transformers import (
     UMT5EncoderModel,
 )
 
+from .seeds import Stream, sample_seed
+
 # offline random pipelines; "tiny-sd3-pixel" has no VAE: its state is the image itself
 TINY_MODELS = {"tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-wan": "wan", "tiny-sd3-pixel": "sd3"}
 
@@ -81,10 +83,16 @@ class Policy:
 
     family: str
     is_video = False
-    max_sequence_length: int  # T5 tokens; the pipeline's __call__ default
+    # T5 / UMT5 tokens every prompt is padded to: the pipeline's __call__ default for the real checkpoints,
+    # or the number a model pretrained here was trained with (its pretrain.json). SD3 without a T5 appends
+    # this many zero tokens, so it changes what the transformer is conditioned on, not only its cost.
+    max_sequence_length: int
 
-    def __init__(self, pipeline, keep_reference: bool = True, denoiser: torch.nn.Module | None = None):
+    def __init__(self, pipeline, keep_reference: bool = True, denoiser: torch.nn.Module | None = None,
+                 max_sequence_length: int | None = None):
         # denoiser: what predicts (default pipeline.transformer; Wan 2.2's two experts as one WanExperts)
+        if max_sequence_length is not None:
+            self.max_sequence_length = int(max_sequence_length)
         self.pipeline = pipeline
         self.transformer = denoiser if denoiser is not None else pipeline.transformer
         self.unwrapped = self.transformer
@@ -234,8 +242,8 @@ class FluxPolicy(Policy):
     max_sequence_length = 512
     guidance_scale = 3.5  # FluxPipeline's default distilled guidance (guidance_embeds models only)
 
-    def __init__(self, pipeline, keep_reference=True, denoiser=None):
-        super().__init__(pipeline, keep_reference, denoiser)
+    def __init__(self, pipeline, keep_reference=True, denoiser=None, max_sequence_length=None):
+        super().__init__(pipeline, keep_reference, denoiser, max_sequence_length)
         self._img_ids: dict[tuple, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -291,7 +299,7 @@ class WanPolicy(Policy):
     is_video = True
     max_sequence_length = 512
 
-    def __init__(self, pipeline, keep_reference=True, denoiser=None):
+    def __init__(self, pipeline, keep_reference=True, denoiser=None, max_sequence_length=None):
         if getattr(pipeline, "transformer_2", None) is not None and not isinstance(denoiser, WanExperts):
             raise ValueError("a two-expert Wan 2.2 pipeline needs its experts as one denoiser: build the policy with "
                              "policy_from_pipeline or load_policy")
@@ -302,13 +310,12 @@ class WanPolicy(Policy):
                 num_train_timesteps=pipeline.scheduler.config.num_train_timesteps,
                 shift=pipeline.scheduler.config.get("flow_shift", 1.0),
             )
-        super().__init__(pipeline, keep_reference, denoiser)
+        super().__init__(pipeline, keep_reference, denoiser, max_sequence_length)
 
     @torch.no_grad()
     def encode_prompts(self, prompts):
-        # A word-level tokenizer of a few tokens (ShapesWorld) caps the 512 text tokens of the real models.
-        n = min(self.max_sequence_length, self.pipeline.tokenizer.model_max_length)
-        embeds, _ = self.pipeline.encode_prompt(prompt=prompts, do_classifier_free_guidance=False, max_sequence_length=n)
+        embeds, _ = self.pipeline.encode_prompt(prompt=prompts, do_classifier_free_guidance=False,
+                                                max_sequence_length=self.max_sequence_length)
         return {"prompt_embeds": embeds}  # (B, T5 tokens, text_dim), zero past each prompt's length
 
     def _forward(self, model, x, sigma, cond):
@@ -413,13 +420,10 @@ DEFAULT_LORA_TARGETS = {f: c.lora_targets for f, c in POLICIES.items()}
 
 def _absent_components(family: str, model: str) -> dict:
     """A local folder saved without some components (the pixel-space ShapesWorld models have no VAE and
-    no T5) lists them as [null, null] in model_index.json; from_pretrained needs them passed as None.
-    Before anything is loaded, also checks the folder's SHA256SUMS and the family its pretrain.json names."""
+    no T5) lists them as [null, null] in model_index.json; from_pretrained needs them passed as None."""
     folder = Path(model)
     if not (folder / "model_index.json").exists():
         return {}
-    verify_sha256sums(folder)
-    check_family(folder, family)
     listed = json.loads((folder / "model_index.json").read_text())
     params = inspect.signature(PIPELINES[family].__init__).parameters
     return {name: None for name, p in params.items() if name != "self" and p.default is inspect.Parameter.empty
@@ -439,14 +443,27 @@ def verify_sha256sums(folder: Path) -> None:
                                     "changed; restore it (git checkout -- data/models) or re-run the pretraining command")
 
 
-def check_family(folder: Path, family: str) -> None:
-    """A model pretrained here records its family in pretrain.json; loading it as another one (an x0-predicting
-    ShapesWorld model read as velocities) would sample garbage without any error, so it is a ValueError."""
+def pretrained_text_tokens(folder: Path, family: str) -> int | None:
+    """The text tokens a model pretrained here was trained with (its pretrain.json), None for other folders.
+
+    pretrain.json also records the family; loading the model as another one (an x0-predicting ShapesWorld
+    model read as velocities) would sample garbage without any error, so that is a ValueError, as is a
+    pretrain.json that does not say how many text tokens the model saw (sampling with another number
+    conditions the model on padding it never saw: SD3 without T5 appends that many zero tokens)."""
     meta = folder / "pretrain.json"
-    trained_as = json.loads(meta.read_text()).get("family") if meta.exists() else None
+    if not meta.exists():
+        return None
+    record = json.loads(meta.read_text())
+    trained_as = record.get("family")
     if trained_as not in (None, family):
         raise ValueError(f"{folder} was pretrained as family {trained_as!r} (its pretrain.json); load it with "
                          f"family={trained_as!r}, not {family!r}")
+    tokens = record.get("max_sequence_length")
+    if not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"{meta} does not record max_sequence_length, the text tokens the model was pretrained "
+                         f"with (otca_lib.pretrain.MAX_TOKENS for ShapesWorld models); add it, or re-run the "
+                         "pretraining command, which writes it")
+    return tokens
 
 
 class ModelNotAvailable(RuntimeError):
@@ -458,15 +475,16 @@ def add_lora(transformer, rank: int, alpha: float | None = None, target_modules:
              seed: int = 0):
     """Attach a LoRA adapter (peft, via diffusers' add_adapter); only its weights stay trainable.
 
-    LoRA A is random (Kaiming): it is drawn from ``seed`` so that a run does not depend on the global
-    RNG or on the number of processes.
+    LoRA A is random (Kaiming): it is drawn from the stream (seed, LORA_INIT) so that a run does not depend
+    on the global RNG or on the number of processes, and does not repeat the draws that initialised a tiny
+    model's own weights (tiny_pipeline seeds the same generator type with the plain seed).
     """
     if target_modules is None:
         target_modules = DEFAULT_LORA_TARGETS[_FAMILY_OF_TRANSFORMER[type(transformer)]]
     transformer.requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=True, target_modules=target_modules)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(sample_seed(seed, Stream.LORA_INIT))
         transformer.add_adapter(config)  # LoRA B = 0: the model is unchanged until trained
     return transformer
 
@@ -485,6 +503,7 @@ def load_policy(
     """Load `model` (hub id, local folder or "tiny-<family>") as a Policy of `family`."""
     if family not in POLICIES:
         raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+    text_tokens = None  # the family's default, unless a model pretrained here records its own
     if model in TINY_MODELS:
         if TINY_MODELS[model] != family:
             raise ValueError(f"{model!r} is not a model of family {family!r} (use 'tiny-{family}')")
@@ -494,7 +513,10 @@ def load_policy(
     else:
         # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
         dtypes = {"default": dtype, "vae": torch.float32} if family.startswith("wan") else dtype
-        absent = _absent_components(family, model)  # (its own clear errors: checksums, family)
+        if Path(model, "model_index.json").exists():  # a local folder: checked before anything is loaded
+            verify_sha256sums(Path(model))
+            text_tokens = pretrained_text_tokens(Path(model), family)
+        absent = _absent_components(family, model)
         try:
             pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes, **absent)
         except (OSError, ValueError) as err:  # huggingface_hub errors are OSErrors
@@ -505,13 +527,16 @@ def load_policy(
                 f"folder: --set model=DIR  [{type(err).__name__}: {err}]"
             ) from err
     return policy_from_pipeline(family, pipeline, device=device, lora_rank=lora_rank, lora_alpha=lora_alpha,
-                                lora_targets=lora_targets, keep_reference=keep_reference)
+                                lora_targets=lora_targets, keep_reference=keep_reference,
+                                max_sequence_length=text_tokens)
 
 
 def policy_from_pipeline(family: str, pipeline, *, device="cpu", lora_rank: int = 0, lora_alpha: float | None = None,
-                         lora_targets: list[str] | None = None, keep_reference: bool = True) -> Policy:
+                         lora_targets: list[str] | None = None, keep_reference: bool = True,
+                         max_sequence_length: int | None = None) -> Policy:
     """Wrap an already built pipeline (moved to `device`, with a LoRA adapter if lora_rank > 0) as a Policy.
-    A Wan 2.2 pipeline with two experts (transformer_2 and boundary_ratio) is trained as one WanExperts."""
+    A Wan 2.2 pipeline with two experts (transformer_2 and boundary_ratio) is trained as one WanExperts.
+    max_sequence_length: the text tokens prompts are padded to (default: the family's pipeline default)."""
     pipeline.to(device)
     denoiser = pipeline.transformer
     if getattr(pipeline, "transformer_2", None) is not None:
@@ -526,7 +551,8 @@ def policy_from_pipeline(family: str, pipeline, *, device="cpu", lora_rank: int 
         for p in denoiser.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
-    return POLICIES[family](pipeline, keep_reference=keep_reference, denoiser=denoiser)
+    return POLICIES[family](pipeline, keep_reference=keep_reference, denoiser=denoiser,
+                            max_sequence_length=max_sequence_length)
 
 
 # ----------------------------------------------------------------------------

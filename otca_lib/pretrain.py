@@ -54,7 +54,8 @@ from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, S
 
 from . import shapesworld as sw
 from .policy import _tiny_tokenizer, policy_from_pipeline, word_vocab
-from .sample import sample, sample_seed
+from .sample import sample
+from .seeds import Stream, generator, sample_seed
 
 VOCAB = word_vocab(["a", "at", "the", "moving", *sw.SIZES, *sw.COLORS, *sw.SHAPES,
                     *(w for p in sw.POSITIONS for w in p.split()), *sw.DIRECTIONS])
@@ -76,7 +77,7 @@ def _clip(hidden: int, projection: int):
 def image_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     """The untrained ShapesWorld image model: 6 layers of width 128 on 8 x 8 patches of 4 x 4 pixels."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(sample_seed(seed, Stream.PRETRAIN_WEIGHTS))
         transformer = SD3Transformer2DModel(
             sample_size=32, patch_size=4, in_channels=3, out_channels=3, num_layers=6, attention_head_dim=32,
             num_attention_heads=4, joint_attention_dim=64, caption_projection_dim=128, pooled_projection_dim=64,
@@ -95,7 +96,7 @@ def video_pipeline(seed: int = 0) -> WanPipeline:
     from transformers import UMT5Config, UMT5EncoderModel
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(sample_seed(seed, Stream.PRETRAIN_WEIGHTS))
         transformer = WanTransformer3DModel(
             patch_size=(8, 4, 4), num_attention_heads=4, attention_head_dim=32, in_channels=3, out_channels=3,
             text_dim=64, freq_dim=64, ffn_dim=256, num_layers=6, cross_attn_norm=True,
@@ -198,12 +199,13 @@ KINDS = {  # kind -> (untrained pipeline, policy family, x0 prediction, batch de
 
 @torch.no_grad()
 def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0, device="cpu") -> dict[str, float]:
-    """Held-out means of the ShapesWorld rewards on deterministic samples (ODE, fixed seeds, no guidance)."""
+    """Held-out means of the ShapesWorld rewards on deterministic samples (ODE, fixed seeds, no guidance): the
+    samples the trainer's evaluation and ``python -m otca_lib.evaluate`` draw with the same seed."""
     kind = "video" if isinstance(pipe, WanPipeline) else "image"
-    policy = policy_from_pipeline(KINDS[kind][1], pipe, device=device, keep_reference=False)
+    policy = policy_from_pipeline(KINDS[kind][1], pipe, device=device, keep_reference=False, max_sequence_length=MAX_TOKENS)
     frames = sw.FRAMES if kind == "video" else None
     ro = sample(policy, captions, sigmas=policy.sigmas(num_steps, sw.H, sw.W), trained=torch.empty(0, dtype=torch.long),
-                seeds=[sample_seed(seed, 10**9, i) for i in range(len(captions))],
+                seeds=[sample_seed(seed, Stream.EVAL, i) for i in range(len(captions))],
                 latent_shape=policy.latent_shape(sw.H, sw.W, frames), batch_size=64)
     pixels = ro.pixels.cpu()
     return {k: float(sw.REWARDS[k]("cpu")(pixels, captions).mean()) for k in EVAL_REWARDS[kind]}
@@ -219,7 +221,7 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
     make_pipeline, _, predict, default_batch = KINDS[kind]
     loss_fn = LOSSES[loss]
     batch = batch or default_batch
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # (nothing below should draw from the global generator; every draw has its stream)
     pipe = make_pipeline(seed).to(device)
     modules = _modules(pipe)
     params = [p for m in modules for p in m.parameters()]
@@ -230,7 +232,7 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
     train_caps, test_caps = biased(sw.prompts(kind, "train"), shapes_per_color, positions_per_shape), sw.prompts(kind, "test")
     log(f"{len(train_caps)} training captions")
     allowed = set(train_caps)
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed, Stream.PRETRAIN_DATA)  # not the weights' stream: the data must not replay their draws
     history, snapshots = [], []
     t_start = time.time()
     step, loss = 0, None
@@ -346,7 +348,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     result["pipeline"].save_pretrained(out)
     meta = {"command": "python -m otca_lib.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "family": KINDS[a.kind][1], "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
+            "family": KINDS[a.kind][1], "max_sequence_length": MAX_TOKENS, "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
             "wall_minutes": result["wall_minutes"], "pretraining_captions": result["captions"], "chosen_evaluation": result["chosen"],
             "held_out": result["history"][result["chosen"]], "history": result["history"]}
     (out / "pretrain.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -5,10 +5,12 @@ s_0 = 1 > s_1 > ... > s_T = 0, taking a stochastic step (sde.py) at the *trained
 elsewhere, and records what the update and the credit methods need: every state, every predicted
 clean sample x0_hat, the log-probability of every stochastic transition, and the schedule.
 
-Randomness is drawn per sample from a generator seeded by (seed, iteration, global sample index):
-a sample's trajectory is the same whether the batch runs on one process or is split over eight, and
-whatever the rollout batch size. Drawing noise sample by sample is the only per-sample loop; every
-transformer call is batched.
+Randomness is drawn per sample from generators keyed by the sample's seed (seeds.py): the initial noise
+from (init seed, INIT_NOISE) and the noise of stochastic step t from (seed, STEP_NOISE, t), so the two
+are independent, step t's noise does not depend on which other steps are stochastic, and a sample's
+trajectory is the same whether the batch runs on one process or is split over eight, and whatever the
+rollout batch size. Drawing noise sample by sample is the only per-sample loop; every transformer call
+is batched.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 import torch
 
 from .sde import STEPS, ode_step
+from .seeds import Stream, generator, sample_seed
 
 
 @dataclass
@@ -38,14 +40,19 @@ class Rollout:
     pixels: torch.Tensor | None = None  # decoded final samples in [0, 1], (B, 3, H, W) or (B, 3, F, H, W)
 
 
-def sample_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys, e.g. (seed, iteration, sample index)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
 def draw(generators: list[torch.Generator], shape, device) -> torch.Tensor:
     """One standard normal draw per sample, each from its own generator. -> (len(generators), *shape)."""
     return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+def initial_noise(init_seeds: list[int], shape, device) -> torch.Tensor:
+    """The initial states x at s = 1 of samples with these (initial-noise) seeds: (len(init_seeds), *shape)."""
+    return draw([generator(s, Stream.INIT_NOISE) for s in init_seeds], shape, device)
+
+
+def step_noise(seeds: list[int], t: int, shape, device) -> torch.Tensor:
+    """The standard normal noise of stochastic step t of samples with these seeds: (len(seeds), *shape)."""
+    return draw([generator(s, Stream.STEP_NOISE, t) for s in seeds], shape, device)
 
 
 def velocity(policy, x, s, cond, uncond=None, guidance_scale: float = 1.0) -> torch.Tensor:
@@ -77,7 +84,7 @@ def trained_step_mask(rule: str, num_steps: int, *, iteration: int, seed: int, f
     if rule == "all":
         return torch.arange(n)
     if rule == "random":
-        g = torch.Generator().manual_seed(sample_seed(seed, iteration, 1))
+        g = generator(seed, Stream.TRAINED_STEPS, iteration)
         k = max(1, round(fraction * n))
         return torch.randperm(n, generator=g)[:k].sort().values
     if rule == "window":
@@ -93,9 +100,10 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
            guidance_scale: float = 1.0, latent_shape: tuple, batch_size: int = 8, decode: bool = True) -> Rollout:
     """Roll out len(prompts) trajectories in batches of ``batch_size`` and record them.
 
-    seeds: [B] per-sample seeds of the SDE noise; init_seeds: [B] seeds of the initial noise (defaults
-    to seeds; equal within a group for shared initial noise). trained: [K] step indices that use the
-    stochastic step ``sde`` (an empty tensor gives a deterministic ODE sample).
+    seeds: [B] per-sample seeds (the SDE noise of step t is step_noise(seeds, t)); init_seeds: [B] seeds
+    of the initial noise (initial_noise(init_seeds); defaults to seeds, and is equal within a group for
+    shared initial noise). trained: [K] step indices that use the stochastic step ``sde`` (an empty
+    tensor gives a deterministic ODE sample).
     """
     B, T = len(prompts), len(sigmas) - 1
     device = policy.unwrapped.device
@@ -112,8 +120,7 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
     init_seeds = seeds if init_seeds is None else init_seeds
     for lo in range(0, B, batch_size):
         sl = slice(lo, min(lo + batch_size, B))
-        gens = [torch.Generator().manual_seed(s) for s in seeds[sl]]
-        x = draw([torch.Generator().manual_seed(s) for s in init_seeds[sl]], latent_shape, device)
+        x = initial_noise(init_seeds[sl], latent_shape, device)
         c, u = index_cond(cond, sl), index_cond(uncond, sl)
         states[sl, 0] = x
         for t in range(T):
@@ -121,7 +128,7 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
             v = velocity(policy, x, s, c, u, guidance_scale)
             x0_hat[sl, t] = x - sigmas[t] * v
             if is_sde[t]:
-                step = stochastic(x, v, sigmas[t], sigmas[t + 1], noise=draw(gens, latent_shape, device))
+                step = stochastic(x, v, sigmas[t], sigmas[t + 1], noise=step_noise(seeds[sl], t, latent_shape, device))
             else:
                 step = ode_step(x, v, sigmas[t], sigmas[t + 1])
             x = step.x_next
@@ -138,9 +145,10 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
 
 def sde_rollout(policy, cfg, prompts: list, seed: int = 0, batch_size: int = 64) -> Rollout:
     """Roll out prompts as a config trains them, every step but the last stochastic (cfg's schedule, SDE, noise
-    level, guidance, size); sample i seeded by (seed, 0, i). For measurements on a model (bench/, notebooks)."""
+    level, guidance, size); sample i is the trainer's sample i of iteration 0 with run seed ``seed``
+    (sample_seed(seed, Stream.SAMPLE, 0, i)). For measurements on a model (bench/, notebooks)."""
     return sample(policy, prompts, sigmas=policy.sigmas(cfg.num_steps, cfg.height, cfg.width),
-                  trained=torch.arange(cfg.num_steps - 1), seeds=[sample_seed(seed, 0, i) for i in range(len(prompts))],
+                  trained=torch.arange(cfg.num_steps - 1), seeds=[sample_seed(seed, Stream.SAMPLE, 0, i) for i in range(len(prompts))],
                   latent_shape=policy.latent_shape(cfg.height, cfg.width, cfg.frames or None), sde=cfg.sde,
                   noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale, batch_size=batch_size)
 

@@ -29,11 +29,9 @@ from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, va
 from .credit import CreditInput, CreditState, advantage
 from .policy import ModelNotAvailable, load_policy
 from .rewards import build_rewards, reward
-from .sample import sample, sample_seed, trained_step_mask
+from .sample import sample, trained_step_mask
+from .seeds import Stream, generator, sample_seed
 from .update import EMA, update
-
-EVAL_KEY = 10**9  # seed key of the evaluation samples: fixed across iterations and runs
-
 
 HUB_PREFIX = "hf://datasets/"
 
@@ -162,7 +160,7 @@ class Trainer:
     def prompts_for(self, it: int) -> tuple[list[str], torch.Tensor]:
         """The global batch of iteration ``it``: prompts [N] (each repeated G times) and group ids [N]."""
         P, G = self.cfg.prompts_per_iteration, self.cfg.group_size
-        g = torch.Generator().manual_seed(sample_seed(self.cfg.seed, it, 0))
+        g = generator(self.cfg.seed, Stream.PROMPTS, it)
         order = torch.cat([torch.randperm(len(self.train_prompts), generator=g) for _ in range(-(-P // len(self.train_prompts)))])
         chosen = [self.train_prompts[i] for i in order[:P].tolist()]
         return [p for p in chosen for _ in range(G)], torch.arange(P).repeat_interleave(G)
@@ -179,8 +177,8 @@ class Trainer:
         prompts, group = self.prompts_for(it)
         local = self.local_slice(len(prompts))
         idx = range(len(prompts))[local]
-        seeds = [sample_seed(c.seed, it, 2, i) for i in idx]
-        init = [sample_seed(c.seed, it, 3, int(group[i])) for i in idx] if c.shared_initial_noise else None
+        seeds = [sample_seed(c.seed, Stream.SAMPLE, it, i) for i in idx]
+        init = [sample_seed(c.seed, Stream.GROUP, it, int(group[i])) for i in idx] if c.shared_initial_noise else None
         trained = trained_step_mask(c.train_steps, c.num_steps, iteration=it, seed=c.seed, fraction=c.train_fraction,
                                     window_size=c.window_size, window_shift_every=c.window_shift_every)
         # 1. sample
@@ -233,7 +231,7 @@ class Trainer:
         c = self.cfg
         prompts = [self.test_prompts[i % len(self.test_prompts)] for i in range(c.eval_samples)]
         local = self.local_slice(len(prompts))
-        seeds = [sample_seed(c.seed, EVAL_KEY, i) for i in range(len(prompts))][local]
+        seeds = [sample_seed(c.seed, Stream.EVAL, i) for i in range(len(prompts))][local]
         with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
             ro = sample(self.policy, prompts[local], sigmas=self.eval_sigmas, trained=torch.empty(0, dtype=torch.long),
                         seeds=seeds, **self._sample_kwargs())

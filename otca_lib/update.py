@@ -24,6 +24,7 @@ import torch
 
 from .sample import index_cond, velocity
 from .sde import STEPS, kl_in_mean_space
+from .seeds import Stream, generator
 
 
 def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor,
@@ -100,7 +101,7 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
     b_idx = torch.arange(B, device=device).repeat_interleave(K)
     t_idx = rollout.trained.to(device).repeat(B)
     a_flat = adv.reshape(B * K, *adv.shape[2:])
-    g = torch.Generator().manual_seed(cfg.seed * 7919 + iteration)
+    g = generator(cfg.seed, Stream.SHUFFLE, iteration)
     perm = torch.randperm(B * K, generator=g).to(device)
     b_idx, t_idx, a_flat = b_idx[perm], t_idx[perm], a_flat[perm]
     n_opt = cfg.optimizer_steps_per_iteration

@@ -1,5 +1,6 @@
 """The ShapesWorld pretraining command writes a folder that loads through the real from_pretrained path."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ def test_pretrain_writes_a_verified_loadable_pipeline(tmp_path):
                           "--shapes-per-color", "2", "--positions-per-shape", "3", "--out", str(out)]) == 0
     meta = json.loads((out / "pretrain.json").read_text())
     assert meta["steps"] == 3 and [r["step"] for r in meta["history"]] == [2, 3]
+    assert meta["max_sequence_length"] == pretrain.MAX_TOKENS
     assert meta["pretraining_captions"] == 66 and set(pretrain.EVAL_REWARDS["image"]) <= set(meta["held_out"])
     policy = load_policy("sd3-x0", str(out))
     assert policy.pipeline.vae is None and policy.latent_shape(32, 32) == (3, 32, 32)
@@ -74,3 +76,34 @@ def test_video_pretraining_loads_as_an_x0_predicting_wan_policy(tmp_path):
     x0 = policy.transformer(hidden_states=x, timestep=s * 1000, encoder_hidden_states=cond["prompt_embeds"],
                             return_dict=False)[0]
     torch.testing.assert_close(x - s * policy.velocity(x, s, cond), x0, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,model", [("image", "data/models/shapesworld-image"), ("video", "data/models/shapesworld-video")])
+def test_the_policy_is_conditioned_as_the_model_was_pretrained(kind, model, tmp_path):
+    """Sampling, the update and evaluation all condition through encode_prompts + velocity: they must give
+    the prediction pretraining trained (pretrain.image_x0 / video_x0: MAX_TOKENS text tokens; SD3 without T5
+    appends that many zero tokens, and with 256 of them, the default of real SD3, the prediction differs)."""
+    root = Path(__file__).resolve().parents[1]
+    _, family, predict, _ = pretrain.KINDS[kind]
+    policy = load_policy(family, str(root / model), keep_reference=False)
+    assert policy.max_sequence_length == pretrain.MAX_TOKENS
+    captions = ["a large red circle at the center", "a small blue triangle at the top left"] if kind == "image" \
+        else ["a large red circle moving left", "a small blue triangle moving up"]
+    shape = (2, 3, 32, 32) if kind == "image" else (2, 3, 8, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    x0, e, s = torch.rand(shape, generator=g) * 2 - 1, torch.randn(shape, generator=g), torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        x, x0_theta = predict(policy.pipeline, x0, captions, e, s)
+        v = policy.velocity(x, s, policy.encode_prompts(captions))
+    torch.testing.assert_close(x - s.view(-1, *[1] * (x.ndim - 1)) * v, x0_theta, rtol=0, atol=1e-5)
+    # a model folder of ours that does not say how many tokens it was trained with is refused, not guessed
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(root / model, copy)
+    meta = json.loads((copy / "pretrain.json").read_text())
+    del meta["max_sequence_length"]
+    (copy / "pretrain.json").write_text(json.dumps(meta))
+    pretrain.write_sha256sums(copy)
+    with pytest.raises(ValueError, match="max_sequence_length"):
+        load_policy(family, str(copy))

@@ -8,7 +8,8 @@ import torch
 from otca_lib import checkpoint
 from otca_lib.config import Config, apply_overrides, preset, smoke, validate
 from otca_lib.policy import load_policy
-from otca_lib.sample import sample, sample_seed, trained_step_mask
+from otca_lib.sample import sample, trained_step_mask
+from otca_lib.seeds import Stream, sample_seed
 from otca_lib.train import Trainer, main
 from otca_lib.update import recompute
 
@@ -27,7 +28,7 @@ def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale, sde):
     sigmas = policy.sigmas(T, c.height, c.width)
     shape = policy.latent_shape(c.height, c.width, c.frames or None)
     prompts = ["a red cat", "a blue dog", "a green tree", "a small house", "a bird", "a boat"]
-    seeds = [sample_seed(0, 0, 2, i) for i in range(6)]
+    seeds = [sample_seed(0, Stream.SAMPLE, 0, i) for i in range(6)]
     kw = dict(sigmas=sigmas, trained=torch.arange(T - 1), seeds=seeds, latent_shape=shape, sde=sde,
               noise_level=0.7, guidance_scale=cfg_scale)
     big = sample(policy, prompts, batch_size=6, **kw)
