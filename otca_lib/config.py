@@ -176,9 +176,9 @@ def tiny_wan() -> Config:
 def shapesworld_image() -> Config:
     """The embedded default: the shipped ShapesWorld image model (pixel-space SD3 predicting x0, data/models) with
     its exact rewards; full fine-tuning of its 3.5 M-parameter transformer. 4 prompts x 8 samples x 8 steps,
-    half of them trained per iteration (about 6 s per iteration on 2 CPU cores). lr 1e-5: full fine-tuning of a
-    model that draws clean pixels breaks them at larger rates (on the shipped model, GRPO at 1e-4: quality 0.75 ->
-    0.19 in 10 iterations; at 3e-5 no better than 1e-5 after 30; on the previous one, 5e-5: 0.74 -> 0.09)."""
+    half of them trained per iteration (about 1.4 s per iteration on 2 CPU cores). lr 1e-5: full fine-tuning of a
+    model that draws clean pixels breaks them at larger rates (on the shipped model, GRPO at 1e-4: held-out quality
+    0.67 -> 0.18 in 10 iterations; at 3e-5 it falls to 0.55 by iteration 30; README)."""
     return Config(
         family="sd3-x0", model="data/models/shapesworld-image", height=32, width=32, num_steps=8, eval_num_steps=10,
         sde="flow_grpo", noise_level=0.7, train_steps="random", train_fraction=0.5,
