@@ -27,24 +27,27 @@ def group_advantages(rewards: torch.Tensor, group: torch.Tensor, *, global_std: 
 
     The std is the population std (divide by n, not n - 1): with G = 2 the two advantages are then
     exactly +-1. eps keeps a group of equal rewards at advantage 0 instead of 0 / 0. Groups with a
-    single valid sample get advantage 0 (nothing to compare against).
+    single valid sample get advantage 0 (nothing to compare against). The statistics are computed in
+    float64: in float32 the squared deviations of rewards above about 1e19 overflow to inf and every
+    advantage of the group silently becomes 0.
     """
-    r = rewards.float()
+    r = rewards.double()
     valid = torch.isfinite(r)
     r0 = torch.where(valid, r, torch.zeros_like(r))
     _, g = torch.unique(group, return_inverse=True)           # group ids -> 0..P-1
     P = int(g.max()) + 1 if g.numel() else 0
-    count = torch.zeros(P, device=r.device).index_add_(0, g, valid.float())
-    mean = torch.zeros(P, device=r.device).index_add_(0, g, r0) / count.clamp_min(1)
+    zeros = torch.zeros(P, dtype=r.dtype, device=r.device)
+    count = zeros.clone().index_add_(0, g, valid.to(r.dtype))
+    mean = zeros.clone().index_add_(0, g, r0) / count.clamp_min(1)
     centred = torch.where(valid, r0 - mean[g], torch.zeros_like(r0))
     if global_std:
-        std = (centred[valid] ** 2).mean().sqrt() if valid.any() else torch.zeros((), device=r.device)
+        std = (centred[valid] ** 2).mean().sqrt() if valid.any() else torch.zeros((), dtype=r.dtype, device=r.device)
         std = std.expand_as(r)
     else:
-        var = torch.zeros(P, device=r.device).index_add_(0, g, centred**2) / count.clamp_min(1)
+        var = zeros.clone().index_add_(0, g, centred**2) / count.clamp_min(1)
         std = var.sqrt()[g]
     adv = (centred / (std + eps)).clamp(-clip, clip)
-    return torch.where(valid & (count[g] > 1), adv, torch.zeros_like(adv))
+    return torch.where(valid & (count[g] > 1), adv, torch.zeros_like(adv)).float()
 
 
 def group_reward_stats(rewards: torch.Tensor, group: torch.Tensor) -> dict[str, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 FAMILIES = ("sd3", "flux", "wan", "sd3-x0", "wan-x0")
@@ -116,6 +117,9 @@ class Config:
     """Weight of the KL to the reference policy (mean-space, see sde.kl_in_mean_space); 0 skips the reference forward."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm; 0 disables."""
+    max_nonfinite_steps: int = 3
+    """An optimizer step whose gradient norm is not finite (a NaN / inf loss or gradient) is skipped and counted
+    (policy/skipped_steps); after this many in a row the run stops with an error instead of training on."""
     ema_decay: float = 0.0
     """EMA of the trainable weights used for evaluation and saved with checkpoints; 0 disables."""
 
@@ -365,7 +369,9 @@ def validate(c: Config, num_processes: int = 1) -> None:
     need(c.tcd_space in TCD_SPACES, f"tcd_space must be one of {TCD_SPACES}, got {c.tcd_space!r}")
     need(c.tcd_window >= 1 and c.tcd_max_gain >= 0 and c.tcd_eps > 0, "tcd_window >= 1, tcd_max_gain >= 0, tcd_eps > 0")
     need(0 <= c.moca_lambda <= 1, f"moca_lambda must be in [0, 1], got {c.moca_lambda}")
-    need(all(w > 0 for w in c.rewards.values()), "reward weights must be > 0 (drop a reward instead of weighting it 0)")
+    numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in c.rewards.values())
+    need(numbers, f"reward weights must be finite numbers, got {c.rewards}")
+    need(not numbers or all(w > 0 for w in c.rewards.values()), "reward weights must be > 0 (drop a reward instead of weighting it 0)")
     for name in c.eval_metrics:
         need(name in REWARDS, f"unknown eval metric {name!r}; registered rewards: {sorted(REWARDS)}")
     need(c.oa_stride >= 1 and c.oa_every >= 1 and 0 < c.oa_sample_fraction <= 1 and 0 <= c.oa_ema < 1,
@@ -383,7 +389,15 @@ def validate(c: Config, num_processes: int = 1) -> None:
     need(c.beta >= 0, "beta must be >= 0")
     need(0 <= c.ema_decay < 1, "ema_decay must be in [0, 1)")
     need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
-    need(c.adv_clip > 0 and c.adv_eps >= 0, "adv_clip must be > 0 and adv_eps >= 0")
+    need(c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "
+         "divides 0 by 0)")
+    need(c.max_nonfinite_steps >= 1, "max_nonfinite_steps must be >= 1")
+    need(c.lora_rank >= 0, f"lora_rank must be >= 0 (0 trains every weight), got {c.lora_rank}")
+    need(c.seed >= 0, f"seed must be >= 0, got {c.seed}")
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"{f.name} must be finite, got {value}")
     need(c.height > 0 and c.width > 0 and c.frames >= 0, "height, width must be > 0 and frames >= 0")
     need((c.frames > 0) == c.family.startswith("wan"), "frames > 0 exactly for the video families 'wan', 'wan-x0'")
     need(c.iterations >= 1, "iterations must be >= 1")

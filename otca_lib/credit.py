@@ -49,16 +49,10 @@ class CreditInput:
 
 class CreditState:
     """What a credit method carries across iterations (the amortised objective-aware step profile).
-    Has state_dict / load_state_dict so the trainer checkpoints it and a resumed run continues exactly."""
+    checkpoint.save writes it (as a tensor) so that a resumed run continues exactly."""
 
     def __init__(self):
         self.profile: torch.Tensor | None = None  # [R, T], mean over samples of W_{k,t}
-
-    def state_dict(self):
-        return {"profile": self.profile}
-
-    def load_state_dict(self, state):
-        self.profile = state["profile"]
 
 
 # ----------------------------------------------------------------------------- building blocks

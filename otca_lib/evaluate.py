@@ -161,6 +161,12 @@ def main(argv=None) -> int:
     print(table(summary))
     if a.json:
         Path(a.json).write_text(json.dumps(summary, indent=1) + "\n")
+    bad = {k: len(prompts) - v["n"] for k, v in summary.items() if v["n"] < len(prompts)}
+    if bad:  # a NaN checkpoint, or a failing reward model: never a quiet "nan" with exit code 0
+        print("error: non-finite scores (left out of the means above): "
+              + ", ".join(f"{k} {n} of {len(prompts)}" for k, n in bad.items())
+              + "; check the checkpoint's weights and the reward models", file=sys.stderr)
+        return 1
     return 0
 
 

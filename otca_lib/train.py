@@ -31,7 +31,7 @@ from .policy import ModelNotAvailable, load_policy
 from .rewards import build_rewards, reward
 from .sample import sample, trained_step_mask
 from .seeds import Stream, generator, sample_seed
-from .update import EMA, update
+from .update import EMA, NonFiniteError, NonFiniteGuard, update
 
 HUB_PREFIX = "hf://datasets/"
 
@@ -133,16 +133,10 @@ class Trainer:
         self.say(f"trainable parameters: {sum(p.numel() for p in params):,}")
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.policy.transformer, self.optimizer = self.acc.prepare(self.policy.transformer, optimizer)
-        # accelerate would save the whole transformer; a run only needs its trained weights, which
-        # checkpoint.save writes itself: drop the model from accelerate's state, load it ourselves.
-        self.acc.register_save_state_pre_hook(lambda models, weights, out: weights.clear())
-        self.acc.register_load_state_pre_hook(lambda models, inp: (
-            checkpoint.load_trainable(self.policy, Path(inp) / checkpoint.TRAINABLE), models.clear()))
+        # Checkpoints are written by checkpoint.save (safetensors + JSON, no pickle), not accelerate's save_state.
         self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        if self.ema is not None:
-            self.acc.register_for_checkpointing(self.ema)
         self.credit_state = CreditState()  # amortised estimates of the credit methods, checkpointed
-        self.acc.register_for_checkpointing(self.credit_state)
+        self.guard = NonFiniteGuard(cfg.max_nonfinite_steps)  # skipped non-finite optimizer steps, over the run
         self.reward_fns = build_rewards(cfg.rewards, self.acc.device)
         self.eval_metric_fns = build_rewards([k for k in cfg.eval_metrics if k not in cfg.rewards], self.acc.device)
         self.latent_shape = self.policy.latent_shape(cfg.height, cfg.width, cfg.frames or None)
@@ -195,7 +189,7 @@ class Trainer:
         t3 = time.perf_counter()
         # 4. update
         self.policy.transformer.train()
-        metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema)
+        metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema, guard=self.guard)
         t4 = time.perf_counter()
         metrics = {k: float(acc.reduce(torch.tensor(v, device=dev), "mean")) for k, v in metrics.items()}
         metrics.update(self._reward_metrics(rewards, group.to(dev), "reward"))
@@ -227,22 +221,31 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, it: int) -> dict[str, float]:
-        """Deterministic (ODE) samples of held-out prompts with fixed seeds; EMA weights if enabled."""
-        c = self.cfg
-        prompts = [self.test_prompts[i % len(self.test_prompts)] for i in range(c.eval_samples)]
+        """Deterministic (ODE) samples of held-out prompts with fixed seeds; EMA weights if enabled.
+
+        Any eval_samples works on any number of processes: the list is padded (repeating its first samples)
+        to a multiple of the process count, and the padding is dropped after the gather."""
+        c, W = self.cfg, self.acc.num_processes
+        n = c.eval_samples
+        padded = range(-(-n // W) * W)
+        prompts = [self.test_prompts[(i % n) % len(self.test_prompts)] for i in padded]
+        seeds = [sample_seed(c.seed, Stream.EVAL, i % n) for i in padded]
         local = self.local_slice(len(prompts))
-        seeds = [sample_seed(c.seed, Stream.EVAL, i) for i in range(len(prompts))][local]
         with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
             ro = sample(self.policy, prompts[local], sigmas=self.eval_sigmas, trained=torch.empty(0, dtype=torch.long),
-                        seeds=seeds, **self._sample_kwargs())
-        r = {k: self.acc.gather(v.to(self.acc.device)) for k, v in reward(self.reward_fns, ro.pixels, prompts[local]).items()}
-        pixels = self.acc.gather(ro.pixels.contiguous())
+                        seeds=seeds[local], **self._sample_kwargs())
+
+        def gathered(fns) -> dict[str, torch.Tensor]:
+            return {k: self.acc.gather(v.to(self.acc.device))[:n] for k, v in reward(fns, ro.pixels, prompts[local]).items()}
+
+        r = gathered(self.reward_fns)
+        pixels = self.acc.gather(ro.pixels.contiguous())[:n]
         if self.acc.is_main_process:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             save_grid(pixels.cpu(), self.out / "samples" / f"eval_{it:06d}")
-        m = self._reward_metrics(r, torch.arange(len(prompts), device=self.acc.device), "eval")
-        for k, v in reward(self.eval_metric_fns, ro.pixels, prompts[local]).items():  # measured, not trained on
-            m[f"eval/{k}/mean"] = finite_mean(self.acc.gather(v.to(self.acc.device)))
+        m = self._reward_metrics(r, torch.arange(n, device=self.acc.device), "eval")
+        for k, v in gathered(self.eval_metric_fns).items():  # measured, not trained on
+            m[f"eval/{k}/mean"] = finite_mean(v)
         return m
 
     # ------------------------------------------------------------------ logging, checkpoints
@@ -262,13 +265,20 @@ class Trainer:
         self._tb.flush()
 
     def save(self, it: int) -> Path:
-        return checkpoint.save(self.acc, self.policy, self.out, it, self.cfg.to_dict())
+        return checkpoint.save(self.acc, self.policy, self.out, it, self.cfg.to_dict(), optimizer=self.optimizer,
+                               ema=self.ema, credit_state=self.credit_state)
 
     def resume(self, path: str | Path) -> int:
-        """Load a checkpoint (verified) and continue after its iteration. Returns that iteration."""
+        """Load a checkpoint (verified; safetensors and JSON only) and continue after its iteration. -> that iteration.
+
+        The optimizer's moments come from the checkpoint, its learning rate and weight decay from this
+        trainer's config, so a value changed for the resumed run is the value it trains with."""
         ckpt = checkpoint.resolve(path)
         meta = checkpoint.verify(ckpt)
-        self.acc.load_state(str(ckpt))
+        checkpoint.load_trainable(self.policy, ckpt / checkpoint.TRAINABLE)
+        checkpoint.load_training_state(ckpt, self.optimizer, self.ema, self.credit_state)
+        for group in self.optimizer.param_groups:
+            group["lr"], group["weight_decay"] = self.cfg.learning_rate, self.cfg.weight_decay
         self.start = meta["iteration"]
         self.say(f"resumed from {ckpt} at iteration {self.start}")
         return self.start
@@ -292,8 +302,11 @@ class Trainer:
                 m.update(self.evaluate(done))
             self.log(done, m)
             bar.set_postfix({"reward": f"{m['reward/total/mean']:.4f}", "s/it": f"{m['perf/sec_per_iter']:.2f}"})
-            if (c.checkpoint_every and done % c.checkpoint_every == 0) or done == c.iterations:
+            due = (c.checkpoint_every and done % c.checkpoint_every == 0) or done == c.iterations
+            if due and self.guard.in_a_row == 0:  # never during a run of skipped (non-finite) steps
                 self.save(done)
+            elif due:
+                self.say(f"iteration {done}: no checkpoint, its last optimizer step was skipped (non-finite gradient)")
         if self._tb is not None:
             self._tb.close()
         return self.history
@@ -364,8 +377,16 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.resume:
-        trainer.resume(args.resume)
-    trainer.run()
+        try:
+            trainer.resume(args.resume)
+        except checkpoint.CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    try:
+        trainer.run()
+    except (NonFiniteError, checkpoint.CheckpointError) as e:  # diverged: stop loudly, keep the last good checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     acc.end_training()  # closes trackers and the process group (gloo aborts at exit otherwise)
     return 0
 

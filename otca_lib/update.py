@@ -13,6 +13,11 @@ from credit.py, so credit assignment changes the advantages and never this code.
 Pairs are shuffled and split into ``optimizer_steps_per_iteration`` mini-batches, each processed in
 micro-batches of ``train_micro_batch`` pairs whose gradients accumulate. Every micro-batch is one
 batched transformer call over (sample, step) pairs of different samples and noise levels.
+
+Non-finite guard: an optimizer step whose (all-reduced, so equal on every process) gradient norm is
+NaN or inf is skipped, never applied, and counted (``policy/skipped_steps``); the trainer stops the run
+after ``max_nonfinite_steps`` such steps in a row. Weights that are not finite after a step (finite
+gradients times a huge learning rate) stop the run at once with NonFiniteError.
 """
 
 from __future__ import annotations
@@ -56,6 +61,36 @@ def recompute(policy, rollout, b: torch.Tensor, t: torch.Tensor, *, sde: str, no
     return STEPS[sde](x, v, s, s_next, noise_level, x_next=x_next)
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced NaN / inf where it must not (the weights, or too many gradients in a row)."""
+
+
+class NonFiniteGuard:
+    """Counts optimizer steps skipped for a non-finite gradient norm; ``limit`` of them in a row is an error.
+    The trainer keeps one for the whole run, so the count runs on across iterations."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+
+    def record(self, finite: bool, iteration: int) -> None:
+        if finite:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.total += 1
+        if self.in_a_row >= self.limit:
+            raise NonFiniteError(
+                f"iteration {iteration}: {self.in_a_row} optimizer steps in a row had a non-finite loss or gradient "
+                f"(all skipped, {self.total} in the run): lower learning_rate or noise_level, or check the rewards "
+                "(reward/nonfinite in metrics.jsonl); the last checkpoint is unaffected")
+
+
+def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The L2 norm of all gradients together (0 for parameters without a gradient), a float32 scalar."""
+    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 class EMA:
     """Exponential moving average of the trainable weights: ema <- d ema + (1 - d) theta."""
 
@@ -82,18 +117,13 @@ class EMA:
                 for p, s in zip(self.params, saved):
                     p.copy_(s)
 
-    def state_dict(self):
-        return {"decay": self.decay, "shadow": [e.cpu() for e in self.shadow]}
-
-    def load_state_dict(self, state):
-        self.decay = state["decay"]
-        for e, s in zip(self.shadow, state["shadow"]):
-            e.copy_(s)
 
 
 def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, iteration: int,
-           ema: EMA | None = None) -> dict[str, float]:
-    """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K] (or [B, K, R]). -> metrics."""
+           ema: EMA | None = None, guard: NonFiniteGuard | None = None) -> dict[str, float]:
+    """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K] (or [B, K, R]). -> metrics.
+    guard: the run's NonFiniteGuard (default: a fresh one with cfg.max_nonfinite_steps)."""
+    guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
     B, K = adv.shape[:2]
     device = adv.device
     score = partial(recompute, sde=cfg.sde, noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale)
@@ -108,7 +138,7 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
     per_opt = B * K // n_opt
     params = policy.trainable_parameters()
     sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_ref": 0.0, "ratio": 0.0}
-    grad_norms = []
+    grad_norms, skipped = [], 0
     for o in range(n_opt):
         chunks = list(range(o * per_opt, (o + 1) * per_opt, cfg.train_micro_batch))
         for j, lo in enumerate(chunks):
@@ -134,14 +164,27 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
                 sums["approx_kl"] += float((0.5 * d**2).sum())
                 sums["clipfrac"] += float(((ratio - 1).abs() > cfg.clip_range).float().sum())
                 sums["ratio"] += float(ratio.detach().sum())
-        if cfg.max_grad_norm > 0:
-            grad_norms.append(float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm)))
-        optimizer.step()
+        # (clip_grad_norm_ returns the norm before clipping; the gradients are all-reduced by now, so every
+        # process sees the same norm and takes the same decision)
+        norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else grad_norm(params)
+        finite = bool(torch.isfinite(norm))
+        if finite:
+            grad_norms.append(float(norm))
+            optimizer.step()
+            if ema is not None:
+                ema.step()
+        else:
+            skipped += 1
         optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step()
+        guard.record(finite, iteration)
+    bad = [i for i, p in enumerate(params) if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise NonFiniteError(f"iteration {iteration}: {len(bad)} of {len(params)} trained tensors became non-finite "
+                             f"after an optimizer step with finite gradients (learning_rate={cfg.learning_rate}): "
+                             "lower the learning rate; the last checkpoint is unaffected")
     n = B * K
     metrics = {f"policy/{k}": v / n for k, v in sums.items() if k != "kl_to_ref" or cfg.beta > 0}
+    metrics["policy/skipped_steps"] = float(skipped)
     if grad_norms:
         metrics["policy/grad_norm"] = sum(grad_norms) / len(grad_norms)
     return metrics

@@ -14,7 +14,7 @@ acc = train.make_accelerator()
 # 3 prompts x 2 samples over 2 processes: the middle prompt's group spans both processes.
 cfg = dataclasses.replace(smoke(preset("tiny-sd3")), iterations=2, lora_rank=4, beta=0.01, learning_rate=1e-3,
                           prompts_per_iteration=3, group_size=2,
-                          eval_every=0, rewards={"brightness": 1.0},  # continuous: JPEG sizes jump with 1-ulp pixel changes
+                          eval_every=0, eval_samples=3, rewards={"brightness": 1.0},  # continuous: JPEG sizes jump with 1-ulp pixel changes
                           optimizer_steps_per_iteration=1, train_micro_batch=4, output_dir=sys.argv[1] + ".run")
 captured = {}
 original = train.advantage
@@ -39,12 +39,13 @@ def grads_hook(opt, *args):
 
 
 t.optimizer.optimizer.register_step_pre_hook(grads_hook)
+evaluation = t.evaluate(0)  # 3 held-out samples: not a multiple of 2 processes
 t.iteration(0)
 weights = checkpoint.trainable_state(t.policy)
 t.iteration(1)  # a second iteration: DDP raises here if a trained weight got no gradient
 if acc.is_main_process:
     torch.save({"world_size": acc.num_processes, "adv": captured["adv"].cpu(),
                 "weights": weights,
-                "grads": captured["grads"], "lr": cfg.learning_rate}, sys.argv[1])
+                "grads": captured["grads"], "lr": cfg.learning_rate, "eval": evaluation}, sys.argv[1])
 acc.wait_for_everyone()
 acc.end_training()  # destroys the process group: exiting with gloo threads alive aborts

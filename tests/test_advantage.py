@@ -69,3 +69,12 @@ def test_clipped_loss_gradient_is_zero_outside_clip_range():
     torch.testing.assert_close(grad[2], -adv[2] * ratio[2].detach())  # d(-A rho)/d logp = -A rho
     torch.testing.assert_close(grad[3], -adv[3] * ratio[3].detach())
     torch.testing.assert_close(loss.detach(), torch.tensor([-1.1, 0.9, -1.05, -0.5]))
+
+
+def test_extreme_rewards_do_not_overflow_the_group_statistics():
+    r = torch.tensor([1.0, 2.0, 4.0, 8.0, 3.0, 3.0, 5.0, 1.0])
+    group = torch.arange(2).repeat_interleave(4)
+    for scale in (1e20, 1e30):   # float32 squares overflow above ~1e19: every advantage would be 0
+        # (r - mean) / (std + eps) is invariant under scaling r and eps together
+        torch.testing.assert_close(group_advantages(r * scale, group, eps=1e-4 * scale), group_advantages(r, group),
+                                   rtol=1e-6, atol=1e-6)

@@ -21,6 +21,9 @@ def run(nproc: int, out: Path) -> dict:
 def test_two_processes_match_one(tmp_path):
     one, two = run(1, tmp_path / "one.pt"), run(2, tmp_path / "two.pt")
     assert one["world_size"] == 1 and two["world_size"] == 2
+    assert one["eval"].keys() == two["eval"].keys() and "eval/brightness/mean" in one["eval"]
+    for k, v in one["eval"].items():  # 3 evaluation samples over 2 processes: padded, gathered, padding dropped
+        assert abs(two["eval"][k] - v) < 1e-5, k
     torch.testing.assert_close(two["adv"], one["adv"], rtol=0, atol=1e-4)
     assert one["adv"].abs().sum() > 0
     assert one["grads"].keys() == two["grads"].keys() and one["grads"]

@@ -76,3 +76,24 @@ def test_prompt_files_from_a_hub_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     assert read_prompts("hf://datasets/me/prompts/split/train.jsonl@v1") == ["a cat"]
     assert calls == [("me/prompts", "split/train.jsonl", "dataset", "v1")]
+
+
+def test_evaluate_fails_loudly_on_nonfinite_scores(tmp_path, capsys):
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from otca_lib import checkpoint
+    from otca_lib.config import smoke
+    from otca_lib.train import Trainer
+
+    cfg = dataclasses.replace(smoke(preset("tiny-sd3-pixel")), output_dir=str(tmp_path / "run"), eval_every=0, iterations=1)
+    Trainer(cfg, log=False).run()
+    ckpt = checkpoint.resolve(tmp_path / "run")
+    w = load_file(str(ckpt / checkpoint.TRAINABLE))
+    save_file({k: torch.full_like(v, float("nan")) for k, v in w.items()}, str(ckpt / checkpoint.TRAINABLE))
+    meta = json.loads((ckpt / checkpoint.META).read_text())
+    meta["sha256"][checkpoint.TRAINABLE] = checkpoint._sha256(ckpt / checkpoint.TRAINABLE)
+    (ckpt / checkpoint.META).write_text(json.dumps(meta))
+    assert evaluate.main(["--preset", "tiny-sd3-pixel", "--checkpoint", str(tmp_path / "run")]) == 1
+    assert "non-finite scores" in capsys.readouterr().err

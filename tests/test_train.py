@@ -241,3 +241,73 @@ def test_shared_initial_noise_within_groups(tmp_path):
     x0 = captured["ro"].states[:, 0]
     assert torch.equal(x0[0], x0[1]) and torch.equal(x0[1], x0[2]) and not torch.equal(x0[2], x0[3])
     assert not torch.equal(captured["ro"].states[0, -1], captured["ro"].states[1, -1])  # the SDE noise differs
+
+
+def test_a_nonfinite_gradient_skips_the_step_and_too_many_in_a_row_stop_the_run(tmp_path, monkeypatch):
+    import otca_lib.update as update_module
+    from otca_lib.update import NonFiniteError
+
+    real, poison = update_module.clipped_surrogate, {"on": False}
+
+    def maybe_nan(*a, **k):
+        loss, ratio = real(*a, **k)
+        return (loss * float("nan") if poison["on"] else loss), ratio
+
+    monkeypatch.setattr(update_module, "clipped_surrogate", maybe_nan)
+    t = Trainer(tiny_cfg(tmp_path, iterations=10, max_nonfinite_steps=3, ema_decay=0.9), log=False)
+    assert t.iteration(0)["policy/skipped_steps"] == 0
+    before, ema_before = weights(t), [e.clone() for e in t.ema.shadow]
+    poison["on"] = True
+    assert [t.iteration(i)["policy/skipped_steps"] for i in (1, 2)] == [1, 1]
+    for k, v in weights(t).items():                     # nothing of a skipped step reached the weights or the EMA
+        assert torch.equal(v, before[k])
+    assert all(torch.equal(a, b) for a, b in zip(t.ema.shadow, ema_before))
+    poison["on"] = False
+    t.iteration(3)                                      # a finite step resets the count
+    poison["on"] = True
+    t.iteration(4), t.iteration(5)
+    with pytest.raises(NonFiniteError, match="3 optimizer steps in a row"):
+        t.iteration(6)
+
+
+def test_a_diverging_resumed_run_stops_and_its_last_checkpoint_is_finite(tmp_path):
+    run = tmp_path / "run"
+    args = ["--preset", "tiny-sd3", "--smoke", "--output-dir", str(run), "--set", "eval_every=0", "checkpoint_every=1"]
+    assert main(args) == 0
+    good = checkpoint.resolve(run)
+    # resumed with an absurd learning rate (the override reaches the optimizer): the step of iteration 3 sends the
+    # weights to about 1e30, the next forwards overflow, their gradients are NaN and are skipped until the run stops
+    assert main(["--resume", str(run), "--iterations", "8", "--set", "learning_rate=1e30"]) == 1
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["policy/skipped_steps"] for r in rows if r["iteration"] > 2] == [0, 1, 1]  # the 3rd skip stops it
+    last = checkpoint.resolve(run)
+    assert checkpoint.verify(last)["iteration"] == 3  # none written while the steps were being skipped
+    from safetensors.torch import load_file
+
+    assert all(torch.isfinite(v).all() for v in load_file(str(last / checkpoint.TRAINABLE)).values())
+
+
+def test_weights_made_nonfinite_by_a_step_stop_the_run(tmp_path):
+    from otca_lib.update import NonFiniteError
+
+    t = Trainer(tiny_cfg(tmp_path, iterations=2), log=False)
+    step = t.optimizer.step
+
+    def overflowing_step(*a, **k):
+        step(*a, **k)
+        with torch.no_grad():
+            t.policy.trainable_parameters()[0].fill_(float("inf"))
+
+    t.optimizer.step = overflowing_step
+    with pytest.raises(NonFiniteError, match="became non-finite"):
+        t.iteration(0)
+    with pytest.raises(checkpoint.CheckpointError, match="refusing to checkpoint"):
+        t.save(1)
+
+
+def test_the_config_refuses_nonfinite_and_out_of_range_values():
+    for override, message in [("learning_rate=Infinity", "learning_rate must be finite"), ("noise_level=NaN", "noise_level must be finite"),
+                              ("adv_eps=0", "adv_eps > 0"), ("lora_rank=-4", "lora_rank must be >= 0"),
+                              ("seed=-1", "seed must be >= 0"), ('rewards={"brightness": Infinity}', "finite numbers")]:
+        with pytest.raises(ValueError, match=message):
+            validate(apply_overrides(preset("tiny-sd3"), [override]), num_processes=2)
