@@ -7,7 +7,9 @@ Used by the reproductions (``reproductions/image.ipynb``, ``video.ipynb``) and n
     print(table(res))
 
 Each run writes to ``out/{method}_seed{seed}`` (metrics.jsonl, samples/, checkpoints) and, once finished, a
-``done.json``: a rerun skips finished runs and resumes an interrupted one from its last checkpoint. The
+``done.json`` holding its config: a rerun skips finished runs and resumes an interrupted one from its last
+checkpoint, and refuses a folder whose run was made with another config (changed parameters never get
+the old run's numbers under their name). The
 baseline is the held-out evaluation of the base model (iteration 0, identical for every method of a seed).
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, resolve
+from .checkpoint import CheckpointError, resolve, verify
 from .train import Trainer
 
 BASELINE = "base model"
@@ -37,12 +39,21 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
     for method in methods:
         for seed in seeds:
             folder = run_dir(out, method, seed)
-            if (folder / "done.json").exists():
-                continue  # finished earlier
             cfg = dataclasses.replace(base, credit=method, seed=seed, output_dir=str(folder))
+            if (folder / "done.json").exists():
+                done = json.loads((folder / "done.json").read_text())
+                if done.get("config") != cfg.to_dict():
+                    changed = sorted(k for k, v in cfg.to_dict().items() if done.get("config", {}).get(k) != v)
+                    raise ValueError(f"{folder} holds a finished run with another config (differs in {changed}): "
+                                     "give another output_dir, or delete the folder to retrain it")
+                continue  # finished earlier, with this config
             last = _last_checkpoint(folder)
+            if last is not None and checkpoint_config(last) != cfg.to_dict():
+                raise ValueError(f"{folder} holds an interrupted run with another config: give another output_dir, "
+                                 "or delete the folder to retrain it")
             if num_processes == 1:
-                tr = Trainer(cfg)
+                # no checkpoint yet: a run interrupted before its first one restarts from scratch (overwrite)
+                tr = Trainer(cfg, overwrite=last is None)
                 if last is not None:
                     tr.resume(last)
                 tr.run()
@@ -50,9 +61,13 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
                 sets = [f"{k}={json.dumps(v)}" for k, v in cfg.to_dict().items()]
                 cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config,
                        "--num_processes", str(num_processes), "-m", "otca_lib.train",
-                       *(["--resume", str(last)] if last is not None else []), "--set", *sets]
+                       *(["--resume", str(last)] if last is not None else ["--overwrite"]), "--set", *sets]
                 subprocess.run(cmd, check=True)  # the trainer's progress bar streams to the caller's output
-            (folder / "done.json").write_text(json.dumps({"method": method, "seed": seed}) + "\n")
+            (folder / "done.json").write_text(json.dumps({"method": method, "seed": seed, "config": cfg.to_dict()}) + "\n")
+
+
+def checkpoint_config(ckpt: Path) -> dict:
+    return verify(ckpt)["config"]
 
 
 def _last_checkpoint(folder: Path):

@@ -139,6 +139,9 @@ class Config:
     eval_metrics: list = field(default_factory=list)
     """Registry rewards scored in evaluation only (logged as eval/<name>/mean, not trained on, not in the total),
     e.g. ['sw_direction'] for video."""
+    dist_timeout_minutes: float = 10.0
+    """How long a process waits in a collective (gather, all-reduce, barrier) for a stuck one before the job
+    fails (torch's default is 30 minutes)."""
     checkpoint_every: int = 10
     """Write a checkpoint every K iterations (and at the end); 0 writes only the last one."""
     output_dir: str = "runs/default"
@@ -392,6 +395,7 @@ def validate(c: Config, num_processes: int = 1) -> None:
     need(c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "
          "divides 0 by 0)")
     need(c.max_nonfinite_steps >= 1, "max_nonfinite_steps must be >= 1")
+    need(c.dist_timeout_minutes > 0, "dist_timeout_minutes must be > 0")
     need(c.lora_rank >= 0, f"lora_rank must be >= 0 (0 trains every weight), got {c.lora_rank}")
     need(c.seed >= 0, f"seed must be >= 0, got {c.seed}")
     for f in dataclasses.fields(c):

@@ -24,7 +24,7 @@ import torch
 
 from . import checkpoint
 from .config import preset
-from .policy import load_policy
+from .policy import ModelNotAvailable, load_policy
 from .rewards import build_rewards, reward
 from .sample import sample
 from .seeds import Stream, sample_seed  # the trainer's evaluation seeds, so the numbers agree
@@ -123,6 +123,23 @@ def read_samples(folder: Path) -> tuple[torch.Tensor, list[str]]:
     return torch.stack(pix), [row["prompt"] for row in index]
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, checkpoint.CheckpointError, ModelNotAvailable)
+
+
+def cli(main):
+    """Run a command's main: a user error (bad preset, missing file or checkpoint, unloadable model) is one
+    line `error: ...` on stderr and exit code 2, not a traceback."""
+    def wrapped(argv=None) -> int:
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    wrapped.__doc__ = main.__doc__
+    return wrapped
+
+
+@cli
 def sample_main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.sample", description="Write samples of a prompt file.")
     ap.add_argument("--preset", required=True)
@@ -138,6 +155,7 @@ def sample_main(argv=None) -> int:
     return 0
 
 
+@cli
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", required=True, help="which model family / rewards (and base model)")

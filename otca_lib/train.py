@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
@@ -101,20 +103,31 @@ def save_grid(pixels: torch.Tensor, path: Path, cols: int = 8) -> None:
         frames[0].save(path.with_suffix(".gif"), save_all=True, append_images=frames[1:], duration=125, loop=0)
 
 
-def make_accelerator() -> Accelerator:
+def make_accelerator(timeout_minutes: float = 10.0) -> Accelerator:
     """accelerate's Accelerator; without CUDA it must be told to use the CPU, or torchrun's several
-    processes would each believe they are alone (accelerate only forms a gloo group with cpu=True)."""
+    processes would each believe they are alone (accelerate only forms a gloo group with cpu=True).
+
+    timeout_minutes: how long a collective (gather, all-reduce, barrier) waits for a stuck process before
+    it fails (torch's default is 30 minutes; config field dist_timeout_minutes)."""
     # find_unused_parameters: some trained weights get no gradient in some models (SD3's last block
     # computes context queries whose output it drops), which plain DDP treats as an error.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    group = InitProcessGroupKwargs(timeout=datetime.timedelta(minutes=timeout_minutes))
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp, group])
+
+
+class RunFolderInUse(ValueError):
+    """A fresh run was pointed at a folder that holds another run."""
 
 
 class Trainer:
-    def __init__(self, cfg: Config, accelerator: Accelerator | None = None, *, log: bool = True, policy=None):
+    def __init__(self, cfg: Config, accelerator: Accelerator | None = None, *, log: bool = True, policy=None,
+                 overwrite: bool = False):
         """policy: an already built policy.Policy to train instead of loading cfg.model (e.g. in a notebook,
-        or bench/gpu_check.py's random-init real architectures)."""
-        self.acc = accelerator or make_accelerator()
+        or bench/gpu_check.py's random-init real architectures). overwrite: a fresh run may replace the run
+        already in cfg.output_dir (its metrics, samples, checkpoints); without it that is an error."""
+        self.acc = accelerator or make_accelerator(cfg.dist_timeout_minutes)
+        self.overwrite = overwrite
         validate(cfg, self.acc.num_processes)
         self.cfg = cfg
         self.arith = batch_arithmetic(cfg, self.acc.num_processes)
@@ -249,6 +262,23 @@ class Trainer:
         return m
 
     # ------------------------------------------------------------------ logging, checkpoints
+    RUN_FILES = ("metrics.jsonl", "checkpoints", "samples", "tb", "config.json")
+
+    def _claim_output_dir(self) -> None:
+        """A fresh run must not splice itself into another run's folder: refuse, or with overwrite clear it."""
+        found = [n for n in self.RUN_FILES[:2] if (self.out / n).exists()]
+        if not found:
+            return
+        if not self.overwrite:
+            raise RunFolderInUse(f"{self.out} already holds a run ({', '.join(found)}): resume it (--resume "
+                                 f"{self.out}), choose another --output-dir, or pass --overwrite to replace it")
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            for name in self.RUN_FILES:
+                target = self.out / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        self.acc.wait_for_everyone()
+
     def log(self, it: int, metrics: dict) -> None:
         row = {"iteration": it, **metrics}
         self.history.append(row)
@@ -280,6 +310,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"], group["weight_decay"] = self.cfg.learning_rate, self.cfg.weight_decay
         self.start = meta["iteration"]
+        log = self.out / "metrics.jsonl"
+        if self.acc.is_main_process and log.exists():  # rows logged after the checkpoint are logged again
+            rows = [line for line in log.read_text().splitlines() if json.loads(line)["iteration"] <= self.start]
+            checkpoint._atomic_write_text(log, "".join(row + "\n" for row in rows))
         self.say(f"resumed from {ckpt} at iteration {self.start}")
         return self.start
 
@@ -288,6 +322,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         c = self.cfg
+        if self.start == 0:
+            self._claim_output_dir()
         if self.acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=1))
@@ -323,13 +359,22 @@ def parse_args(argv=None):
     p.add_argument("--smoke", action="store_true", help="shrink the run to seconds (CI)")
     p.add_argument("--dry-run", action="store_true", help="validate, print batch arithmetic and model size, do not train")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    p.add_argument("--overwrite", action="store_true", help="a fresh run replaces the run already in --output-dir")
     return p.parse_args(argv)
 
 
 def build_config(args) -> Config:
+    """The run's config. With --resume: the saved one, with --set / --credit / --iterations applied, written
+    to the folder being resumed (not the output_dir it was saved with: a copied run folder stays a copy)."""
     if args.resume:
-        meta = checkpoint.verify(checkpoint.resolve(args.resume))
-        cfg = Config(**meta["config"])
+        ckpt = checkpoint.resolve(args.resume)
+        meta = checkpoint.verify(ckpt)
+        if ckpt.parent.name != "checkpoints" and not args.output_dir:
+            raise ValueError(f"{ckpt} is a checkpoint outside a run folder: give --output-dir for the resumed run")
+        cfg = dataclasses.replace(Config(**meta["config"]), output_dir=str(ckpt.parent.parent))
+        if args.iterations is not None and args.iterations <= meta["iteration"]:
+            raise ValueError(f"--iterations {args.iterations}: {ckpt} is already at iteration {meta['iteration']}; "
+                             "give a larger total to train on")
     else:
         cfg = preset(args.preset)
         if args.smoke:
@@ -364,7 +409,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = build_config(args)
-        acc = make_accelerator()
+        acc = make_accelerator(cfg.dist_timeout_minutes)
         validate(cfg, acc.num_processes)
     except (ValueError, checkpoint.CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -372,7 +417,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         return dry_run(cfg, acc)
     try:
-        trainer = Trainer(cfg, acc)
+        trainer = Trainer(cfg, acc, overwrite=args.overwrite)
     except (ModelNotAvailable, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -382,8 +427,13 @@ def main(argv=None) -> int:
         except checkpoint.CheckpointError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if args.resume:
+        print(f"resuming into {cfg.output_dir}", file=sys.stderr)
     try:
         trainer.run()
+    except RunFolderInUse as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (NonFiniteError, checkpoint.CheckpointError) as e:  # diverged: stop loudly, keep the last good checkpoint
         print(f"error: {e}", file=sys.stderr)
         return 1

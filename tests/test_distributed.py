@@ -44,3 +44,17 @@ def test_accelerate_launch_with_the_repository_ddp_config(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "num_processes=2" in proc.stdout
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "iter_000002"
+
+
+def test_a_stuck_worker_ends_the_job_after_the_configured_timeout():
+    import time
+
+    worker = WORKER.with_name("stuck_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(29700 + os.getpid() % 100), str(worker)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[1])}
+    start = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    # torch's default would wait 30 minutes; the worker sleeps 300 s: ending well before either is the timeout
+    assert proc.returncode != 0 and time.time() - start < 120
+    assert "Timed out" in proc.stdout + proc.stderr

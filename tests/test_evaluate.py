@@ -97,3 +97,12 @@ def test_evaluate_fails_loudly_on_nonfinite_scores(tmp_path, capsys):
     (ckpt / checkpoint.META).write_text(json.dumps(meta))
     assert evaluate.main(["--preset", "tiny-sd3-pixel", "--checkpoint", str(tmp_path / "run")]) == 1
     assert "non-finite scores" in capsys.readouterr().err
+
+
+def test_sample_and_evaluate_report_user_errors_without_a_traceback(tmp_path, capsys):
+    assert evaluate.main(["--preset", "nope"]) == 2
+    assert evaluate.main(["--preset", "tiny-sd3", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert evaluate.main(["--preset", "tiny-sd3", "--folder", str(tmp_path)]) == 2            # no index.json
+    assert evaluate.sample_main(["--preset", "tiny-sd3", "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 4 and "Traceback" not in err

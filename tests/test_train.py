@@ -311,3 +311,37 @@ def test_the_config_refuses_nonfinite_and_out_of_range_values():
                               ("seed=-1", "seed must be >= 0"), ('rewards={"brightness": Infinity}', "finite numbers")]:
         with pytest.raises(ValueError, match=message):
             validate(apply_overrides(preset("tiny-sd3"), [override]), num_processes=2)
+
+
+def test_resume_semantics_fresh_runs_never_splice_into_another_run(tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    args = ["--preset", "tiny-sd3", "--smoke", "--output-dir", str(run), "--set", "eval_every=0", "checkpoint_every=1"]
+    assert main(args) == 0
+    assert main(args) == 2 and "already holds a run" in capsys.readouterr().err    # a fresh run into it: refused
+    assert main(["--resume", str(run), "--iterations", "2"]) == 2                  # nothing left to train
+    assert "already at iteration 2" in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    before = (run / "metrics.jsonl").read_text()
+    assert main(["--resume", str(copy), "--iterations", "3"]) == 0                 # the copy trains, the original not
+    assert (run / "metrics.jsonl").read_text() == before
+    assert checkpoint.verify(checkpoint.resolve(copy))["iteration"] == 3 and checkpoint.verify(checkpoint.resolve(run))["iteration"] == 2
+    # killed after logging iteration 3 but before a checkpoint: resuming from 2 does not log 3 twice
+    (copy / "checkpoints" / "latest").write_text("iter_000002")
+    assert main(["--resume", str(copy), "--iterations", "3"]) == 0
+    rows = [json.loads(line)["iteration"] for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3]
+    assert main([*args, "--overwrite"]) == 0                                       # explicitly replaced
+    assert [json.loads(line)["iteration"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_finished_comparison_run_with_other_parameters_is_refused(tmp_path):
+    from otca_lib import compare
+
+    base = dataclasses.replace(smoke(preset("tiny-sd3")), eval_every=1, iterations=1)
+    compare.train_runs(base, ["grpo"], [0], tmp_path)
+    compare.train_runs(base, ["grpo"], [0], tmp_path)  # the same: skipped
+    with pytest.raises(ValueError, match="another config"):
+        compare.train_runs(dataclasses.replace(base, learning_rate=base.learning_rate * 2), ["grpo"], [0], tmp_path)
