@@ -1,6 +1,6 @@
 """Group-relative advantages (phase 3 of an iteration: sample -> reward -> advantage -> update).
 
-GRPO (Shao et al. 2024; Flow-GRPO, DanceGRPO for generators, ALGORITHM.md section 2) samples a group
+GRPO (Shao et al. 2024; Flow-GRPO, DanceGRPO for generators, docs/algorithm.md section 2) samples a group
 of G trajectories per prompt and scores each against its own group:
 
     A_i = clip( (r_i - mean_{j in g(i)} r_j) / (std + eps), -A_max, A_max )

@@ -86,7 +86,7 @@ class Config:
     adv_clip: float = 5.0
     """Advantages are clipped to [-adv_clip, adv_clip]."""
 
-    # ----- credit assignment knobs (credit.py; ALGORITHM.md section 3) -----
+    # ----- credit assignment knobs (credit.py; docs/algorithm.md section 3) -----
     tcd_space: str = "latent"
     """TCD measures progress towards the final sample on the states ('latent', the review's reading) or on the predicted clean samples ('x0_hat', CoCA's)."""
     tcd_window: int = 1

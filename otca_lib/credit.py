@@ -4,7 +4,7 @@ A credit method turns the per-objective rewards of the global batch into advanta
 process's (sample, trained step) pairs: a [B, K] tensor, or [B, K, R] when each of the R objectives
 keeps its own clipped loss (``per_reward_loss``; update.py sums the R losses). Every method has the
 same signature, ``method(inp: CreditInput) -> (advantages, diagnostics)``, and is chosen by name
-(config ``credit``, ``--credit NAME``). ALGORITHM.md sections 2-3 give the sources.
+(config ``credit``, ``--credit NAME``). docs/algorithm.md sections 2-3 give the sources.
 
 Notation: i a sample, t a denoising step (K trained steps among T), k an objective (R of them) with
 configured weight w_k > 0 and prior u_k = w_k / sum w. A_k^i is the group advantage of objective k

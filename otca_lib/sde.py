@@ -1,6 +1,6 @@
 """One denoising step of a flow-matching sampler, as a Gaussian policy with an exact log-probability.
 
-Notation (the diffusers / SD3 / FLUX / Wan convention, ALGORITHM.md section 1):
+Notation (the diffusers / SD3 / FLUX / Wan convention, docs/algorithm.md section 1):
 
     x_s   = (1 - s) x0 + s e          noise level s in [0, 1], s = 1 is pure noise, e ~ N(0, I)
     v     = e - x0                    what the transformer predicts (velocity)

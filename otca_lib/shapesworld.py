@@ -1,6 +1,6 @@
 """ShapesWorld level 1: renderer, caption grammar, prompt split and exact rewards (spec v1).
 
-The contract is ``shared/SHAPESWORLD.md``; this module adds only what the page leaves open:
+The contract is ``docs/shapesworld.md``; this module adds only what the page leaves open:
 
 - Pixel grid: pixel (row y, column x) covers the unit square [x, x + 1) x [y, y + 1), its centre is
   (x + 0.5, y + 0.5). A bounding box of even size s centred on the grid point (cx, cy) covers

@@ -2,7 +2,7 @@
 
 Each (sample i, trained step t) pair is one action of a Gaussian policy. With the log-prob recomputed
 under the current weights, rho = exp(logp_theta - logp_old), the clipped surrogate (PPO, as used by
-Flow-GRPO / DanceGRPO; ALGORITHM.md section 2) per pair is
+Flow-GRPO / DanceGRPO; docs/algorithm.md section 2) per pair is
 
     L_clip = max(-A rho, -A clip(rho, 1 - eps_c, 1 + eps_c))
 

@@ -1,4 +1,4 @@
-"""Credit methods: hand-computed cases and invariants (ALGORITHM.md sections 2-3)."""
+"""Credit methods: hand-computed cases and invariants (docs/algorithm.md sections 2-3)."""
 import dataclasses
 
 import pytest

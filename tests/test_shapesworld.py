@@ -1,4 +1,4 @@
-"""ShapesWorld level 1 (shared/SHAPESWORLD.md): geometry, captions, prompt split, and the spec's reward calibration."""
+"""ShapesWorld level 1 (docs/shapesworld.md): geometry, captions, prompt split, and the spec's reward calibration."""
 import itertools
 import time
 from pathlib import Path
