@@ -6,7 +6,7 @@ Layout of ``<output_dir>/checkpoints/``:
         trainable.safetensors        the trained weights only (LoRA or the full tiny transformer)
         training_state.safetensors   every other tensor a resume needs: the optimizer's moments and step
                                      counts, the EMA's shadow weights, the credit methods' amortised state
-        training_state.json          the rest: the optimizer's param groups, the EMA's decay
+        training_state.json          the rest: the optimizer's param groups and non-tensor state
         checkpoint.json              iteration, config, and the sha256 of each of the three files above
     latest                           the name of the newest complete checkpoint
 
@@ -101,7 +101,6 @@ def training_state(optimizer, ema=None, credit_state=None) -> tuple[dict[str, to
     meta = {"optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
     if ema is not None:
         tensors.update({f"ema.{i}": e.detach().cpu().contiguous() for i, e in enumerate(ema.shadow)})
-        meta["ema"] = {"decay": ema.decay, "tensors": len(ema.shadow)}
     if credit_state is not None and credit_state.profile is not None:
         tensors["credit.profile"] = credit_state.profile.detach().cpu().contiguous()
     return tensors, meta

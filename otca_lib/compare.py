@@ -48,7 +48,7 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
                                      "give another output_dir, or delete the folder to retrain it")
                 continue  # finished earlier, with this config
             last = _last_checkpoint(folder)
-            if last is not None and checkpoint_config(last) != cfg.to_dict():
+            if last is not None and verify(last)["config"] != cfg.to_dict():
                 raise ValueError(f"{folder} holds an interrupted run with another config: give another output_dir, "
                                  "or delete the folder to retrain it")
             if num_processes == 1:
@@ -64,10 +64,6 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
                        *(["--resume", str(last)] if last is not None else ["--overwrite"]), "--set", *sets]
                 subprocess.run(cmd, check=True)  # the trainer's progress bar streams to the caller's output
             (folder / "done.json").write_text(json.dumps({"method": method, "seed": seed, "config": cfg.to_dict()}) + "\n")
-
-
-def checkpoint_config(ckpt: Path) -> dict:
-    return verify(ckpt)["config"]
 
 
 def _last_checkpoint(folder: Path):
