@@ -24,7 +24,7 @@ import torch
 from otca_lib.advantage import group_advantages
 from otca_lib.config import preset
 from otca_lib.policy import load_policy
-from otca_lib.rewards import build_rewards, reward
+from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
 from otca_lib.train import read_prompts
 
@@ -41,13 +41,15 @@ def within_group_correlation(a: torch.Tensor, b: torch.Tensor, group: torch.Tens
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="shapesworld-image", choices=["shapesworld-image", "shapesworld-video"])
+    ap.add_argument("--preset", default="shapesworld-image", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
+    ap.add_argument("--model", default=None, help="a model folder instead of the preset's (e.g. a pretraining output)")
     ap.add_argument("--prompts", type=int, default=24, help="training prompts (groups), every k-th of the file")
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     cfg = preset(a.preset)
+    cfg.model = a.model or cfg.model
     video = cfg.frames > 0
     train = read_prompts(cfg.train_prompts)
     prompts = train[:: max(1, len(train) // a.prompts)][: a.prompts]
@@ -55,9 +57,7 @@ def main(argv=None) -> int:
     group = torch.arange(len(prompts)).repeat_interleave(a.group)
     policy = load_policy(cfg.family, cfg.model, keep_reference=False)
     ro = sde_rollout(policy, cfg, batch, a.seed)
-    parts = ["sw_color", "sw_shape", "sw_size", *([] if video else ["sw_position"]),
-             *(["sw_direction"] if video else [])]
-    names = list(dict.fromkeys([*cfg.rewards, *parts]))
+    names = list(dict.fromkeys([*cfg.rewards, *shapesworld_objectives(cfg.rewards, video)]))
     r = reward(build_rewards(names), ro.pixels, batch)
     print(f"{a.preset}: {len(prompts)} training prompts x group {a.group}, SDE ({cfg.sde}, noise {cfg.noise_level}), "
           f"{cfg.num_steps} steps, seed {a.seed}")

@@ -19,7 +19,7 @@ import torch
 
 from otca_lib.config import preset
 from otca_lib.policy import load_policy
-from otca_lib.rewards import build_rewards, reward
+from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout, velocity
 from otca_lib.sde import STEPS, ode_step
 from otca_lib.seeds import Stream, generator
@@ -39,13 +39,15 @@ def finish_from(policy, x, k, sigmas, cond, step, gen: torch.Generator) -> torch
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="shapesworld-video", choices=["shapesworld-image", "shapesworld-video"])
+    ap.add_argument("--preset", default="shapesworld-video", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
+    ap.add_argument("--model", default=None, help="a model folder instead of the preset's (e.g. a pretraining output)")
     ap.add_argument("--trajectories", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     cfg = preset(a.preset)
+    cfg.model = a.model or cfg.model
     video = cfg.frames > 0
     test = read_prompts(cfg.test_prompts)
     order = torch.randperm(len(test), generator=generator(a.seed, Stream.SUBSET))   # a seeded random subset
@@ -54,8 +56,7 @@ def main(argv=None) -> int:
     sigmas = policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
     T = cfg.num_steps
     ro = sde_rollout(policy, cfg, prompts, a.seed)
-    names = ["sw_color", "sw_shape", "sw_size", *(["sw_motion", "sw_direction", "sw_consistency"] if video
-                                                  else ["sw_position"]), "sw_quality", "sw_aesthetic"]
+    names = [n for n in shapesworld_objectives(cfg.rewards, video) if not n.endswith("_alignment")]
     fns = build_rewards(names)
     step = partial(STEPS[cfg.sde], noise_level=cfg.noise_level)
     R, P = a.repeats, len(prompts)
@@ -71,9 +72,9 @@ def main(argv=None) -> int:
     decided = torch.cat([spread[:-1] - spread[1:], spread[-1:]]) / spread[:1].clamp_min(1e-8)
     print(f"{a.preset}: {P} held-out prompts x {R} repeats, {T} steps ({cfg.sde}, noise {cfg.noise_level}), seed {a.seed}")
     base = reward(fns, ro.pixels, prompts)
-    print("mean rewards of the trajectories: " + ", ".join(f"{n[3:]} {float(base[n].mean()):.2f}" for n in names))
+    print("mean rewards of the trajectories: " + ", ".join(f"{n.split('_', 1)[1]} {float(base[n].mean()):.2f}" for n in names))
     print("\nspread (std over repeats, mean over prompts) when re-noised at step k")
-    print(f"{'k':>2} {'sigma':>6} " + " ".join(f"{n[3:]:>11}" for n in names))
+    print(f"{'k':>2} {'sigma':>6} " + " ".join(f"{n.split('_', 1)[1]:>11}" for n in names))
     for k in range(T - 1):
         print(f"{k:>2} {float(sigmas[k]):>6.3f} " + " ".join(f"{float(v):>11.3f}" for v in spread[k]))
     print("\nshare of the outcome decided at step k: (spread(k) - spread(k+1)) / spread(0)")

@@ -25,7 +25,7 @@ import torch
 from . import checkpoint
 from .config import preset
 from .policy import ModelNotAvailable, load_policy
-from .rewards import build_rewards, reward
+from .rewards import build_rewards, reward, shapesworld_objectives
 from .sample import sample
 from .seeds import Stream, sample_seed  # the trainer's evaluation seeds, so the numbers agree
 from .train import read_prompts
@@ -76,15 +76,8 @@ def table(summary: dict[str, dict]) -> str:
 
 
 def reward_names(cfg) -> list[str]:
-    """The preset's rewards, plus every ShapesWorld objective for ShapesWorld presets."""
-    names = list(cfg.rewards)
-    if "shapesworld" in cfg.train_prompts:
-        from .shapesworld import REWARDS as SW
-
-        video = cfg.frames > 0
-        names += [k for k in SW if k not in names and (k not in ("sw_motion", "sw_consistency", "sw_direction") or video)
-                  and not (video and k == "sw_position")]
-    return names
+    """The preset's rewards, plus every ShapesWorld objective of its level for ShapesWorld presets."""
+    return list(dict.fromkeys([*cfg.rewards, *shapesworld_objectives(cfg.rewards, cfg.frames > 0)]))
 
 
 def write_samples(pixels: torch.Tensor, prompts: list[str], seeds: list[int], out: Path) -> Path:

@@ -513,6 +513,11 @@ def load_policy(
     else:
         # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
         dtypes = {"default": dtype, "vae": torch.float32} if family.startswith("wan") else dtype
+        if model.startswith("data/models/") and not Path(model).is_dir():
+            raise ModelNotAvailable(
+                f"the model folder {model!r} does not exist. data/README.md lists the shipped ShapesWorld models "
+                "and the `python -m otca_lib.pretrain ...` command that makes each; to use another folder, pass "
+                "--set model=DIR to otca_lib.train, or --model DIR to the bench scripts")
         if Path(model, "model_index.json").exists():  # a local folder: checked before anything is loaded
             verify_sha256sums(Path(model))
             text_tokens = pretrained_text_tokens(Path(model), family)

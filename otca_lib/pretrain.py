@@ -22,6 +22,11 @@ model's alignment and quality rise together (quality 0.6 came only with alignmen
 set it draws clean shapes but binds the words wrongly where the bias says so (held-out alignment 0.77,
 quality 0.75), which is the headroom RL is for. data/README.md has the recipes tried.
 
+Level 2 (kind ``image2``, docs/shapesworld.md): the same image model with the pattern words in its vocabulary
+(VOCAB2), trained on every training combination (no bias), with captions that leave out the size, pattern and
+position words with the probabilities ``--omit-size``, ``--omit-pattern``, ``--omit-position`` (caption omission,
+as alt-text mostly does), so that the model binds those words only sometimes.
+
 The video model is a WanPipeline in pixel space (the state is the (3, 8, 32, 32) video in [-1, 1]) whose
 WanTransformer3DModel takes patches of (8, 4, 4): one token holds a 4 x 4 pixel column through all 8 frames,
 so 64 tokens cost what the image model's do and every token sees the whole motion. Each token then outputs
@@ -53,29 +58,34 @@ from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, S
                        WanPipeline, WanTransformer3DModel)
 
 from . import shapesworld as sw
+from . import shapesworld2 as sw2
 from .policy import _tiny_tokenizer, policy_from_pipeline, word_vocab
 from .sample import sample
 from .seeds import Stream, generator, sample_seed
 
 VOCAB = word_vocab(["a", "at", "the", "moving", *sw.SIZES, *sw.COLORS, *sw.SHAPES,
                     *(w for p in sw.POSITIONS for w in p.split()), *sw.DIRECTIONS])
+VOCAB2 = word_vocab([*list(VOCAB)[3:], *sw2.PATTERNS])  # level 2 (image2): level 1's words and the patterns, in that order
 MAX_TOKENS = 12  # the longest caption ("a large purple triangle at the bottom right") is 8 words + </s>
 EVAL_REWARDS = {"image": ("sw_alignment", "sw_color", "sw_shape", "sw_position", "sw_size", "sw_quality", "sw_aesthetic"),
                 "video": ("sw_alignment", "sw_color", "sw_shape", "sw_size", "sw_motion", "sw_direction",
-                          "sw_consistency", "sw_quality", "sw_aesthetic")}
+                          "sw_consistency", "sw_quality", "sw_aesthetic"),
+                "image2": ("sw2_alignment", "sw2_color", "sw2_shape", "sw2_position", "sw2_size", "sw2_pattern",
+                           "sw2_quality", "sw2_aesthetic")}
 
 
-def _clip(hidden: int, projection: int):
+def _clip(hidden: int, projection: int, vocab: dict = VOCAB):
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     return CLIPTextModelWithProjection(CLIPTextConfig(
-        vocab_size=len(VOCAB), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
         num_attention_heads=2, max_position_embeddings=MAX_TOKENS, projection_dim=projection,
         pad_token_id=0, eos_token_id=1, bos_token_id=1))
 
 
-def image_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
-    """The untrained ShapesWorld image model: 6 layers of width 128 on 8 x 8 patches of 4 x 4 pixels."""
+def image_pipeline(seed: int = 0, vocab: dict = VOCAB) -> StableDiffusion3Pipeline:
+    """The untrained ShapesWorld image model: 6 layers of width 128 on 8 x 8 patches of 4 x 4 pixels (`vocab`:
+    the tokenizers' words, VOCAB2 for level 2)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(sample_seed(seed, Stream.PRETRAIN_WEIGHTS))
         transformer = SD3Transformer2DModel(
@@ -86,8 +96,8 @@ def image_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
         # (2 x 32 = pooled_projection_dim); without a T5 it appends MAX_TOKENS zero tokens.
         return StableDiffusion3Pipeline(
             transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=None,
-            text_encoder=_clip(32, 32), tokenizer=_tiny_tokenizer(MAX_TOKENS, VOCAB),
-            text_encoder_2=_clip(32, 32), tokenizer_2=_tiny_tokenizer(MAX_TOKENS, VOCAB),
+            text_encoder=_clip(32, 32, vocab), tokenizer=_tiny_tokenizer(MAX_TOKENS, vocab),
+            text_encoder_2=_clip(32, 32, vocab), tokenizer_2=_tiny_tokenizer(MAX_TOKENS, vocab),
             text_encoder_3=None, tokenizer_3=None)
 
 
@@ -193,31 +203,37 @@ def biased(captions: list[str], shapes_per_color: int = 3, positions_per_shape: 
 
 KINDS = {  # kind -> (untrained pipeline, policy family, x0 prediction, batch default)
     "image": (image_pipeline, "sd3-x0", image_x0, 64),
+    "image2": (lambda seed=0: image_pipeline(seed, VOCAB2), "sd3-x0", image_x0, 64),
     "video": (video_pipeline, "wan-x0", video_x0, 32),
 }
 
 
 @torch.no_grad()
-def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0, device="cpu") -> dict[str, float]:
+def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0, device="cpu", kind: str | None = None
+             ) -> dict[str, float]:
     """Held-out means of the ShapesWorld rewards on deterministic samples (ODE, fixed seeds, no guidance): the
-    samples the trainer's evaluation and ``python -m otca_lib.evaluate`` draw with the same seed."""
-    kind = "video" if isinstance(pipe, WanPipeline) else "image"
+    samples the trainer's evaluation and ``python -m otca_lib.evaluate`` draw with the same seed. kind: a key of
+    KINDS (default: 'video' for a WanPipeline, else 'image')."""
+    kind = kind or ("video" if isinstance(pipe, WanPipeline) else "image")
     policy = policy_from_pipeline(KINDS[kind][1], pipe, device=device, keep_reference=False, max_sequence_length=MAX_TOKENS)
     frames = sw.FRAMES if kind == "video" else None
     ro = sample(policy, captions, sigmas=policy.sigmas(num_steps, sw.H, sw.W), trained=torch.empty(0, dtype=torch.long),
                 seeds=[sample_seed(seed, Stream.EVAL, i) for i in range(len(captions))],
                 latent_shape=policy.latent_shape(sw.H, sw.W, frames), batch_size=64)
     pixels = ro.pixels.cpu()
-    return {k: float(sw.REWARDS[k]("cpu")(pixels, captions).mean()) for k in EVAL_REWARDS[kind]}
+    scores = {**sw.REWARDS, **sw2.REWARDS}
+    return {k: float(scores[k]("cpu")(pixels, captions).mean()) for k in EVAL_REWARDS[kind]}
 
 
 def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
           eval_every: float = 120.0, eval_every_steps: int | None = None, max_alignment: float = 0.8,
           max_direction: float = 0.9, min_quality: float = 0.6, ema_decay: float = 0.999, loss: str = "x0",
           unconditional_steps: int = 0, caption_noise: float = 0.0, caption_noise_after: float = 0.0,
-          drop: float = 0.1, shapes_per_color: int = 3, positions_per_shape: int = 9, device="cpu", log=print) -> dict:
+          drop: float = 0.1, shapes_per_color: int = 3, positions_per_shape: int = 9, omit: dict | None = None,
+          device="cpu", log=print) -> dict:
     """Train for `steps` optimizer steps or `minutes` of wall time, whichever ends first, evaluating the EMA
-    every `eval_every_steps` steps (or, without it, every `eval_every` seconds) and at the end."""
+    every `eval_every_steps` steps (or, without it, every `eval_every` seconds) and at the end. omit (level 2
+    only): {attribute: probability} that a pretraining caption leaves out its size / pattern / position."""
     make_pipeline, _, predict, default_batch = KINDS[kind]
     loss_fn = LOSSES[loss]
     batch = batch or default_batch
@@ -229,7 +245,14 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
         m.train()
     ema = copy.deepcopy(modules)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    train_caps, test_caps = biased(sw.prompts(kind, "train"), shapes_per_color, positions_per_shape), sw.prompts(kind, "test")
+    level2 = kind == "image2"
+    if level2:
+        train_caps, test_caps = sw2.prompts("train"), sw2.prompts("test")
+    else:
+        train_caps, test_caps = biased(sw.prompts(kind, "train"), shapes_per_color, positions_per_shape), sw.prompts(kind, "test")
+    omit = {k: float(v) for k, v in (omit or {}).items()}
+    if omit and not level2:
+        raise ValueError("caption omission (omit) is a level-2 recipe: use kind 'image2'")
     log(f"{len(train_caps)} training captions")
     allowed = set(train_caps)
     g = generator(seed, Stream.PRETRAIN_DATA)  # not the weights' stream: the data must not replay their draws
@@ -244,7 +267,7 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
             eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
             _load(eval_pipe, ema)
             row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": None if loss is None else round(float(loss.detach()), 4),
-                   **evaluate(eval_pipe, test_caps, seed=seed, device=device)}
+                   **evaluate(eval_pipe, test_caps, seed=seed, device=device, kind=kind)}
             history.append(row)
             snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in ema])
             log(json.dumps(row))
@@ -255,7 +278,12 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
         # (B, 3, 32, 32) images, or (B, 3, 8, 32, 32) videos from seeded random start positions; in [-1, 1].
         # (Images draw no start seed: each image caption has exactly one render.)
         start = int(torch.randint(2**31, (1,), generator=g)) if kind == "video" else None
-        x0 = sw.render_batch(caps, seed=start, device=device) * 2 - 1
+        x0 = (sw2.render_batch(caps, device) if level2 else sw.render_batch(caps, seed=start, device=device)) * 2 - 1
+        if level2:  # caption omission: each of size / pattern / position left out with its probability
+            u = torch.rand(batch, len(sw2.OMITTABLE), generator=g)
+            caps = [sw2.caption(**{k: a[k] for k in ("color", "shape", "size", "pattern", "position")},
+                                omit=[n for j, n in enumerate(sw2.OMITTABLE) if u[i, j] < omit.get(n, 0.0)])
+                    for i, a in enumerate(map(sw2.parse_caption, caps))]
         if caption_noise > 0 and elapsed >= caption_noise_after * 60:  # (no draws otherwise: same random stream)
             caps = mislabel(caps, kind, caption_noise, allowed, g)
         # Caption dropout (default 10 %: classifier-free guidance stays possible); every caption in the first
@@ -280,9 +308,10 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
                 for pe, p in zip(m_ema.parameters(), m.parameters()):
                     pe.lerp_(p, 1 - decay)
         step += 1
-    ok = [i for i, r in enumerate(history) if r["sw_alignment"] <= max_alignment
+    prefix = "sw2" if level2 else "sw"
+    ok = [i for i, r in enumerate(history) if r[f"{prefix}_alignment"] <= max_alignment
           and r.get("sw_direction", 0.0) < max_direction]
-    good = [i for i in ok if history[i]["sw_quality"] >= min_quality]
+    good = [i for i in ok if history[i][f"{prefix}_quality"] >= min_quality]
     chosen = (good or ok or [len(history) - 1])[-1]
     for m, state in zip(_modules(pipe), snapshots[chosen]):
         m.load_state_dict(state)
@@ -320,6 +349,9 @@ def main(argv=None) -> int:
                     "replaced by the empty prompt (the unconditional model of classifier-free guidance)")
     ap.add_argument("--shapes-per-color", type=int, default=3, help="bias: each color seen with this many shapes")
     ap.add_argument("--positions-per-shape", type=int, default=9, help="bias: each shape seen at this many positions")
+    for name in ("size", "pattern", "position"):
+        ap.add_argument(f"--omit-{name}", type=float, default=0.0, metavar="P", help=f"level 2 (image2): probability "
+                        f"that a pretraining caption leaves out the {name}")
     ap.add_argument("--device", default="cpu", help="torch device of the training loop (e.g. cuda)")
     ap.add_argument("--max-alignment", type=float, default=0.8)
     ap.add_argument("--max-direction", type=float, default=0.9, help="videos: direction accuracy must stay below this")
@@ -334,7 +366,11 @@ def main(argv=None) -> int:
     for ok, message in ((a.steps is None or a.steps >= 1, f"--steps {a.steps}: give at least 1 step"),
                         (a.eval_every_steps is None or a.eval_every_steps >= 1,
                          f"--eval-every-steps {a.eval_every_steps}: give at least 1 step"),
-                        (0.0 <= a.caption_dropout <= 1.0, f"--caption-dropout {a.caption_dropout}: give a probability in [0, 1]")):
+                        (0.0 <= a.caption_dropout <= 1.0, f"--caption-dropout {a.caption_dropout}: give a probability in [0, 1]"),
+                        *((0.0 <= p <= 1.0, f"--omit-{n} {p}: give a probability in [0, 1]") for n, p in
+                          (("size", a.omit_size), ("pattern", a.omit_pattern), ("position", a.omit_position))),
+                        (a.kind == "image2" or not (a.omit_size or a.omit_pattern or a.omit_position),
+                         "--omit-* are level-2 options: use the kind image2")):
         if not ok:
             ap.error(message)
     minutes = a.minutes or 30.0
@@ -343,7 +379,9 @@ def main(argv=None) -> int:
                    min_quality=a.min_quality, ema_decay=a.ema_decay, loss=a.loss,
                    unconditional_steps=a.unconditional_steps, caption_noise=a.caption_noise,
                    caption_noise_after=a.caption_noise_after, drop=a.caption_dropout,
-                   shapes_per_color=a.shapes_per_color, positions_per_shape=a.positions_per_shape, device=a.device)
+                   shapes_per_color=a.shapes_per_color, positions_per_shape=a.positions_per_shape,
+                   omit={"size": a.omit_size, "pattern": a.omit_pattern, "position": a.omit_position} if a.kind == "image2" else None,
+                   device=a.device)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result["pipeline"].save_pretrained(out)

@@ -84,10 +84,24 @@ def reward(reward_fns: dict[str, RewardFn], pixels: torch.Tensor, prompts: list)
     return out
 
 
-# The ShapesWorld testbed's exact rewards (sw_color, sw_shape, ..., sw_motion; otca_lib/shapesworld.py).
+# The ShapesWorld testbed's exact rewards: level 1 (sw_color, ..., sw_motion; otca_lib/shapesworld.py) and
+# level 2 (sw2_color, ..., sw2_pattern; otca_lib/shapesworld2.py).
 from .shapesworld import REWARDS as _SHAPESWORLD_REWARDS  # noqa: E402
+from .shapesworld2 import REWARDS as _SHAPESWORLD2_REWARDS  # noqa: E402
 
 REWARDS.update(_SHAPESWORLD_REWARDS)
+REWARDS.update(_SHAPESWORLD2_REWARDS)
+_VIDEO_ONLY, _IMAGE_ONLY = ("sw_motion", "sw_consistency", "sw_direction"), ("sw_position",)
+
+
+def shapesworld_objectives(names, video: bool) -> list[str]:
+    """Every ShapesWorld objective of the level that the reward `names` use (level 2 if any starts with 'sw2_',
+    level 1 if any with 'sw_'), those that apply to images or videos; [] for other rewards."""
+    if any(n.startswith("sw2_") for n in names):
+        return [] if video else list(_SHAPESWORLD2_REWARDS)
+    if any(n.startswith("sw_") for n in names):
+        return [k for k in _SHAPESWORLD_REWARDS if k not in (_IMAGE_ONLY if video else _VIDEO_ONLY)]
+    return []
 
 # Model-based rewards (clip_score, pickscore, aesthetic, hpsv21, imagereward, video_*; otca_lib/reward_models.py):
 # lazy factories, no weights are read until a reward is built. Local weights: $OTCA_* (docs/rewards.md).

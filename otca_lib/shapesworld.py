@@ -261,7 +261,8 @@ def _features(x: torch.Tensor) -> dict:
     mx, my = (pxb * cx).sum(1) / (ab + EPS), (pyb * cy).sum(1) / (ab + EPS)
     spread = ((pxb * (cx - mx[:, None]) ** 2).sum(1) + (pyb * (cy - my[:, None]) ** 2).sum(1)) / (ab + EPS) ** 2
     return dict(presence=((area - 4) / 12).clamp(0, 1), area=area, w=w, h=h, xc=xc, yc=yc, mu=mu, shape=shape,
-                specks=specks, bg_err=bg_err, obj_err=obj_err, ragged=ragged, spread=spread, asym=asym)
+                specks=specks, bg_err=bg_err, obj_err=obj_err, ragged=ragged, spread=spread, asym=asym,
+                d=d, dbg=dbg, mb=mb, dil=dil, n_dil=n_dil)  # (the last five: maps that level 2 measures further)
 
 
 _PROTOS: dict = {}
@@ -279,21 +280,23 @@ def _prototypes(device) -> torch.Tensor:
 _CACHE: list = [None, None, None]  # weak reference to the last pixels, their key, their features
 
 
-def _frames(pixels: torch.Tensor, prompts) -> tuple[dict, list, int, int]:
-    """-> features of every frame (N = B F), parsed captions, B, F."""
+def _frames(pixels: torch.Tensor, prompts, parse=None, measure=None) -> tuple[dict, list, int, int]:
+    """-> features of every frame (N = B F), parsed captions, B, F. `parse` (default :func:`parse_caption`) and
+    `measure` (default :func:`_features`) let ShapesWorld level 2 reuse this with its grammar and measurements."""
+    parse, measure = parse or parse_caption, measure or _features
     if pixels.ndim not in (4, 5) or pixels.shape[1] != 3 or tuple(pixels.shape[-2:]) != (H, W):
         raise ValueError(f"ShapesWorld rewards take (B, 3, 32, 32) images or (B, 3, F, 32, 32) videos, got {tuple(pixels.shape)}")
     B, F = pixels.shape[0], pixels.shape[2] if pixels.ndim == 5 else 1
     if len(prompts) != B:
         raise ValueError(f"{len(prompts)} prompts for {B} samples")
-    caps = [parse_caption(p) for p in prompts]
+    caps = [parse(p) for p in prompts]
     try:  # the rewards of one batch share one measurement: a one-entry cache on the tensor object and version
-        key = (pixels._version, pixels.data_ptr(), tuple(pixels.shape), pixels.dtype, pixels.device)
+        key = (pixels._version, pixels.data_ptr(), tuple(pixels.shape), pixels.dtype, pixels.device, measure)
     except RuntimeError:  # inference-mode tensors have no version counter
         key = None
     if key is None or _CACHE[0] is None or _CACHE[0]() is not pixels or _CACHE[1] != key:
         x = pixels.float() if pixels.ndim == 5 else pixels.float().unsqueeze(2)
-        _CACHE[:] = [weakref.ref(pixels) if key else None, key, _features(x.transpose(1, 2).reshape(B * F, 3, *x.shape[3:]))]
+        _CACHE[:] = [weakref.ref(pixels) if key else None, key, measure(x.transpose(1, 2).reshape(B * F, 3, *x.shape[3:]))]
     return _CACHE[2], caps, B, F
 
 
@@ -404,12 +407,13 @@ def _aesthetic(f, caps, F):
     return f["presence"] * (0.4 * size + 0.4 * centre + 0.2 * (hi - lo) / (hi + EPS))
 
 
-def _per_frame(score):
-    """A reward fn(pixels, prompts) -> [B] from a per-frame score; videos get the mean over their frames."""
+def _per_frame(score, prefix="sw", parse=None, measure=None):
+    """A reward fn(pixels, prompts) -> [B] named prefix + score's name, from a per-frame score; videos get the
+    mean over their frames. (`parse`, `measure`: as in :func:`_frames`.)"""
     def fn(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
-        f, caps, B, F = _frames(pixels, prompts)
+        f, caps, B, F = _frames(pixels, prompts, parse, measure)
         return score(f, caps, F).view(B, F).mean(1).float()
-    fn.__name__, fn.__doc__ = "sw" + score.__name__, score.__doc__ + "\n    Videos: the mean over frames."
+    fn.__name__, fn.__doc__ = prefix + score.__name__, score.__doc__ + "\n    Videos: the mean over frames."
     return fn
 
 
