@@ -42,6 +42,7 @@ def load(preset_name: str, ckpt: str | None = None):
     policy = load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype), lora_rank=cfg.lora_rank,
                          lora_alpha=cfg.lora_alpha or None, keep_reference=False,
                          device="cuda" if torch.cuda.is_available() else "cpu")
+    policy.check_size(cfg.height, cfg.width, cfg.frames or None)
     if ckpt:
         checkpoint.load_trainable(policy, path / checkpoint.TRAINABLE)
     return cfg, policy

@@ -164,6 +164,21 @@ class Policy:
     def latent_shape(self, height: int, width: int, frames: int | None = None) -> tuple[int, ...]:
         raise NotImplementedError
 
+    def size_rules(self) -> tuple[int, int | None]:
+        """(m, largest): heights and widths must be positive multiples of m pixels (VAE factor x patch size),
+        at most `largest` (None: no limit)."""
+        raise NotImplementedError
+
+    def check_size(self, height: int, width: int, frames: int | None = None) -> None:
+        """ValueError, naming sizes that work, when the model cannot take height x width (x frames)."""
+        m, largest = self.size_rules()
+        bad = [f"{n} {v}" for n, v in (("height", height), ("width", width))
+               if v < m or v % m or (largest is not None and v > largest)]
+        if bad:
+            fix = f"positive multiples of {m} px" + (f" up to {largest}" if largest else "")
+            raise ValueError(f"the {self.family} model takes heights and widths that are {fix} (VAE factor x patch "
+                             f"size); got {', '.join(bad)}: set e.g. height={max(m, min(height // m * m, largest or height))}")
+
     def _set_timesteps(self, num_steps: int, height: int, width: int) -> None:
         self.pipeline.scheduler.set_timesteps(num_steps)
 
@@ -210,6 +225,12 @@ class SD3Policy(Policy):
     def latent_shape(self, height, width, frames=None):
         f = self.pipeline.vae_scale_factor if self.pipeline.vae is not None else 1  # 1: pixel space
         return (self.config.in_channels, height // f, width // f)
+
+    def size_rules(self):
+        f = self.pipeline.vae_scale_factor if self.pipeline.vae is not None else 1
+        m = f * self.config.patch_size
+        limit = self.config.get("pos_embed_max_size")  # SD3's learned positions cover this many patches a side
+        return m, (m * limit if limit else None)
 
     def _set_timesteps(self, num_steps, height, width):
         # SD3.5 checkpoints use a fixed shift; a scheduler with dynamic shifting gets mu
@@ -280,6 +301,9 @@ class FluxPolicy(Policy):
         )[0]
         return unpack_latents(tokens, h, w)
 
+    def size_rules(self):
+        return 2 * self.pipeline.vae_scale_factor, None  # 2 x 2 latent patches per token
+
     def latent_shape(self, height, width, frames=None):
         # Packing needs even latent sizes, hence the rounding the pipeline also does.
         f = self.pipeline.vae_scale_factor
@@ -323,6 +347,23 @@ class WanPolicy(Policy):
             hidden_states=x, timestep=sigma * self.num_train_timesteps,
             encoder_hidden_states=cond["prompt_embeds"], return_dict=False,
         )[0]
+
+    def size_rules(self):
+        fs = self.pipeline.vae_scale_factor_spatial if self.pipeline.vae is not None else 1
+        m, limit = fs * self.config.patch_size[1], self.config.get("rope_max_seq_len")  # rotary positions per axis
+        return m, (m * limit if limit else None)
+
+    def check_size(self, height, width, frames=None):
+        super().check_size(height, width)
+        pt = self.config.patch_size[0]
+        if self.pipeline.vae is None:
+            ok, rule = frames is not None and frames >= pt and frames % pt == 0, f"a positive multiple of {pt}"
+        else:
+            ft = self.pipeline.vae_scale_factor_temporal
+            ok = frames is not None and frames >= 1 and (frames - 1) % ft == 0 and ((frames - 1) // ft + 1) % pt == 0
+            rule = f"1 + a multiple of {ft * pt}" if pt > 1 else f"1 + a multiple of {ft}"
+        if not ok:
+            raise ValueError(f"the {self.family} model takes frames = {rule}; got frames={frames}")
 
     def latent_shape(self, height, width, frames=None):
         if frames is None:

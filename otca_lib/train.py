@@ -140,6 +140,7 @@ class Trainer:
         self.policy = policy or load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype),
                                             device=self.acc.device, lora_rank=cfg.lora_rank,
                                             lora_alpha=cfg.lora_alpha or None, keep_reference=cfg.beta > 0)
+        self.policy.check_size(cfg.height, cfg.width, cfg.frames or None)
         if cfg.gradient_checkpointing:
             self.policy.unwrapped.enable_gradient_checkpointing()
         params = self.policy.trainable_parameters()
@@ -397,6 +398,11 @@ def dry_run(cfg: Config, acc: Accelerator) -> int:
     print("batch arithmetic: " + ", ".join(f"{k}={v}" for k, v in batch_arithmetic(cfg, acc.num_processes).items()))
     if cfg.model in TINY_MODELS:
         policy = load_policy(cfg.family, cfg.model, lora_rank=cfg.lora_rank)
+        try:
+            policy.check_size(cfg.height, cfg.width, cfg.frames or None)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         total = sum(p.numel() for p in policy.unwrapped.parameters())
         print(f"transformer parameters: {total:,}; trainable: {sum(p.numel() for p in policy.trainable_parameters()):,}")
     else:
@@ -418,7 +424,7 @@ def main(argv=None) -> int:
         return dry_run(cfg, acc)
     try:
         trainer = Trainer(cfg, acc, overwrite=args.overwrite)
-    except (ModelNotAvailable, FileNotFoundError) as e:
+    except (ModelNotAvailable, FileNotFoundError, ValueError) as e:  # (ValueError: e.g. a size the model cannot take)
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.resume:

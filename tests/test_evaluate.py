@@ -1,5 +1,6 @@
 """Sampling and evaluation commands on a tiny pipeline and on ShapesWorld renders."""
 import json
+import re
 
 import pytest
 import torch
@@ -106,3 +107,20 @@ def test_sample_and_evaluate_report_user_errors_without_a_traceback(tmp_path, ca
     assert evaluate.sample_main(["--preset", "tiny-sd3", "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("error: ") == 4 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("preset_name, setting, message", [
+    ("tiny-sd3", "height=28", "multiples of 8 px up to 128"),          # VAE 4 x patch 2; 64 learned positions a side
+    ("tiny-sd3-pixel", "width=64", "multiples of 4 px up to 32"),      # pixel space, 8 learned positions a side
+    ("tiny-flux", "height=20", "multiples of 8 px"),                   # VAE 4 x 2 x 2 packing
+    ("tiny-wan", "frames=8", "frames = 1 \\+ a multiple of 4"),          # the causal VAE's temporal factor 4
+])
+def test_sizes_the_model_cannot_take_are_refused_before_training(preset_name, setting, message, tmp_path, capsys):
+    from otca_lib import train
+
+    argv = ["--preset", preset_name, "--smoke", "--set", setting, f"output_dir={tmp_path}"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+    assert not any(tmp_path.iterdir())  # nothing written
+    assert train.main([*argv, "--dry-run"]) == 2
