@@ -59,7 +59,7 @@ from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, S
 
 from . import shapesworld as sw
 from . import shapesworld2 as sw2
-from .policy import _tiny_tokenizer, policy_from_pipeline, word_vocab
+from .policy import ModelNotAvailable, _tiny_tokenizer, policy_from_pipeline, verify_sha256sums, word_vocab
 from .sample import sample
 from .seeds import Stream, generator, sample_seed
 
@@ -230,15 +230,19 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
           max_direction: float = 0.9, min_quality: float = 0.6, ema_decay: float = 0.999, loss: str = "x0",
           unconditional_steps: int = 0, caption_noise: float = 0.0, caption_noise_after: float = 0.0,
           drop: float = 0.1, shapes_per_color: int = 3, positions_per_shape: int = 9, omit: dict | None = None,
-          device="cpu", log=print) -> dict:
+          init: str | None = None, device="cpu", log=print) -> dict:
     """Train for `steps` optimizer steps or `minutes` of wall time, whichever ends first, evaluating the EMA
     every `eval_every_steps` steps (or, without it, every `eval_every` seconds) and at the end. omit (level 2
-    only): {attribute: probability} that a pretraining caption leaves out its size / pattern / position."""
+    only): {attribute: probability} that a pretraining caption leaves out its size / pattern / position.
+    init: a folder this command wrote (same kind); training continues from its weights and its snapshot's
+    step count (`steps` is then the total to reach). A warm start, not a resume: the optimizer's moments
+    restart, and the data are drawn from a stream of their own for the continuation."""
     make_pipeline, _, predict, default_batch = KINDS[kind]
     loss_fn = LOSSES[loss]
     batch = batch or default_batch
     torch.manual_seed(seed)  # (nothing below should draw from the global generator; every draw has its stream)
     pipe = make_pipeline(seed).to(device)
+    start_step = load_init(pipe, Path(init), kind) if init else 0
     modules = _modules(pipe)
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
@@ -255,14 +259,15 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
         raise ValueError("caption omission (omit) is a level-2 recipe: use kind 'image2'")
     log(f"{len(train_caps)} training captions")
     allowed = set(train_caps)
-    g = generator(seed, Stream.PRETRAIN_DATA)  # not the weights' stream: the data must not replay their draws
+    # not the weights' stream: the data must not replay their draws; a continuation draws its own data
+    g = generator(seed, Stream.PRETRAIN_DATA) if start_step == 0 else generator(seed, Stream.PRETRAIN_DATA, start_step)
     history, snapshots = [], []
     t_start = time.time()
-    step, loss = 0, None
+    step, loss = start_step, None
     while True:
         elapsed = time.time() - t_start
         done = elapsed >= minutes * 60 or (steps is not None and step >= steps)
-        due = (step > 0 and step % eval_every_steps == 0) if eval_every_steps else elapsed >= eval_every * (len(history) + 1)
+        due = (step > start_step and step % eval_every_steps == 0) if eval_every_steps else elapsed >= eval_every * (len(history) + 1)
         if due or done:
             eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
             _load(eval_pipe, ema)
@@ -319,6 +324,31 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
             "wall_minutes": round((time.time() - t_start) / 60, 2)}
 
 
+def load_init(pipe, folder: Path, kind: str) -> int:
+    """Load the trained modules of a folder this command wrote into `pipe` (safetensors only, checksums
+    verified, the kind and vocabulary checked); -> the step count of its snapshot."""
+    from safetensors.torch import load_file
+
+    meta_path = folder / "pretrain.json"
+    if not meta_path.is_file():
+        raise ValueError(f"--init {folder}: no pretrain.json there; give a folder written by python -m otca_lib.pretrain")
+    verify_sha256sums(folder)
+    meta = json.loads(meta_path.read_text())
+    if meta.get("family") != KINDS[kind][1] or meta.get("kind", kind) != kind:
+        raise ValueError(f"--init {folder} was pretrained as {meta.get('kind', meta.get('family'))!r}, not {kind!r}")
+    vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+    if vocab != pipe.tokenizer.get_vocab():
+        raise ValueError(f"--init {folder}: its vocabulary differs from the {kind} model's; it cannot be continued")
+    for name in ("transformer", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            files = sorted((folder / name).glob("*.safetensors"))
+            if len(files) != 1:
+                raise ValueError(f"--init {folder}: expected one .safetensors file in {name}/, found {len(files)}")
+            module.load_state_dict(load_file(files[0]))
+    return int(meta["held_out"]["step"])
+
+
 def _load(pipe, modules):
     """Copy the weights of [transformer, text_encoder, text_encoder_2] modules into the pipeline's."""
     for m, src in zip(_modules(pipe), modules):
@@ -352,6 +382,8 @@ def main(argv=None) -> int:
     for name in ("size", "pattern", "position"):
         ap.add_argument(f"--omit-{name}", type=float, default=0.0, metavar="P", help=f"level 2 (image2): probability "
                         f"that a pretraining caption leaves out the {name}")
+    ap.add_argument("--init", metavar="DIR", help="continue from a folder this command wrote (same kind): its "
+                    "weights and step count; --steps is then the total to reach (the optimizer restarts)")
     ap.add_argument("--device", default="cpu", help="torch device of the training loop (e.g. cuda)")
     ap.add_argument("--max-alignment", type=float, default=0.8)
     ap.add_argument("--max-direction", type=float, default=0.9, help="videos: direction accuracy must stay below this")
@@ -370,23 +402,29 @@ def main(argv=None) -> int:
                         *((0.0 <= p <= 1.0, f"--omit-{n} {p}: give a probability in [0, 1]") for n, p in
                           (("size", a.omit_size), ("pattern", a.omit_pattern), ("position", a.omit_position))),
                         (a.kind == "image2" or not (a.omit_size or a.omit_pattern or a.omit_position),
-                         "--omit-* are level-2 options: use the kind image2")):
+                         "--omit-* are level-2 options: use the kind image2"),
+                        (a.init is None or Path(a.init).resolve() != Path(a.out).resolve(),
+                         "--init and --out name the same folder: write the continuation to a new folder")):
         if not ok:
             ap.error(message)
     minutes = a.minutes or 30.0
-    result = train(a.kind, minutes, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
-                   eval_every_steps=a.eval_every_steps, max_alignment=a.max_alignment, max_direction=a.max_direction,
-                   min_quality=a.min_quality, ema_decay=a.ema_decay, loss=a.loss,
-                   unconditional_steps=a.unconditional_steps, caption_noise=a.caption_noise,
-                   caption_noise_after=a.caption_noise_after, drop=a.caption_dropout,
-                   shapes_per_color=a.shapes_per_color, positions_per_shape=a.positions_per_shape,
-                   omit={"size": a.omit_size, "pattern": a.omit_pattern, "position": a.omit_position} if a.kind == "image2" else None,
-                   device=a.device)
+    try:
+        result = train(a.kind, minutes, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
+                       eval_every_steps=a.eval_every_steps, max_alignment=a.max_alignment, max_direction=a.max_direction,
+                       min_quality=a.min_quality, ema_decay=a.ema_decay, loss=a.loss,
+                       unconditional_steps=a.unconditional_steps, caption_noise=a.caption_noise,
+                       caption_noise_after=a.caption_noise_after, drop=a.caption_dropout,
+                       shapes_per_color=a.shapes_per_color, positions_per_shape=a.positions_per_shape,
+                       omit={"size": a.omit_size, "pattern": a.omit_pattern, "position": a.omit_position} if a.kind == "image2" else None,
+                       init=a.init, device=a.device)
+    except (ValueError, ModelNotAvailable) as e:  # a bad --init folder
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     result["pipeline"].save_pretrained(out)
     meta = {"command": "python -m otca_lib.pretrain " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "family": KINDS[a.kind][1], "max_sequence_length": MAX_TOKENS, "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
+            "kind": a.kind, "init": a.init, "family": KINDS[a.kind][1], "max_sequence_length": MAX_TOKENS, "seed": a.seed, "torch_threads": torch.get_num_threads(), "steps": result["steps"],
             "wall_minutes": result["wall_minutes"], "pretraining_captions": result["captions"], "chosen_evaluation": result["chosen"],
             "held_out": result["history"][result["chosen"]], "history": result["history"]}
     (out / "pretrain.json").write_text(json.dumps(meta, indent=1) + "\n")

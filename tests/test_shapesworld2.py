@@ -126,3 +126,26 @@ def test_a_missing_model_folder_under_data_models_is_a_clear_error():
 
     with pytest.raises(ModelNotAvailable, match="does not exist.*data/README.md"):
         load_policy("sd3-x0", "data/models/no-such-model")
+
+
+def test_pretraining_continues_from_its_own_output_and_refuses_other_folders(tmp_path, capsys):
+    first, again = tmp_path / "first", tmp_path / "again"
+    common = ["--eval-every-steps", "2", "--batch", "4", "--loss", "v", "--omit-position", "0.8"]
+    assert pretrain.main(["image2", "--steps", "2", *common, "--out", str(first)]) == 0
+    # continuing to the step count it already has trains nothing: the weights come back unchanged
+    assert pretrain.main(["image2", "--steps", "2", *common, "--init", str(first), "--out", str(again)]) == 0
+    for name in ("transformer", "text_encoder", "text_encoder_2"):
+        a, b = (next((d / name).glob("*.safetensors")).read_bytes() for d in (first, again))
+        assert a == b, name
+    meta = json.loads((again / "pretrain.json").read_text())
+    assert meta["init"] == str(first) and meta["steps"] == 2 and meta["kind"] == "image2"
+    more = tmp_path / "more"
+    assert pretrain.main(["image2", "--steps", "4", *common, "--init", str(first), "--out", str(more)]) == 0
+    assert [r["step"] for r in json.loads((more / "pretrain.json").read_text())["history"]] == [4]
+    capsys.readouterr()
+    assert pretrain.main(["image2", "--steps", "3", "--init", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert pretrain.main(["image", "--steps", "3", "--init", str(first), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "no pretrain.json" in err and "pretrained as 'image2'" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        pretrain.main(["image2", "--steps", "3", "--init", str(first), "--out", str(first)])
