@@ -172,12 +172,13 @@ class Policy:
     def check_size(self, height: int, width: int, frames: int | None = None) -> None:
         """ValueError, naming sizes that work, when the model cannot take height x width (x frames)."""
         m, largest = self.size_rules()
-        bad = [f"{n} {v}" for n, v in (("height", height), ("width", width))
-               if v < m or v % m or (largest is not None and v > largest)]
+        bad = {n: v for n, v in (("height", height), ("width", width))
+               if v < m or v % m or (largest is not None and v > largest)}
         if bad:
             fix = f"positive multiples of {m} px" + (f" up to {largest}" if largest else "")
+            near = ", ".join(f"{n}={max(m, min(v // m * m, largest or v))}" for n, v in bad.items())
             raise ValueError(f"the {self.family} model takes heights and widths that are {fix} (VAE factor x patch "
-                             f"size); got {', '.join(bad)}: set e.g. height={max(m, min(height // m * m, largest or height))}")
+                             f"size); got {', '.join(f'{n} {v}' for n, v in bad.items())}: set e.g. {near}")
 
     def _set_timesteps(self, num_steps: int, height: int, width: int) -> None:
         self.pipeline.scheduler.set_timesteps(num_steps)

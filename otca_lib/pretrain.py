@@ -60,6 +60,7 @@ from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, S
 from . import shapesworld as sw
 from . import shapesworld2 as sw2
 from .policy import ModelNotAvailable, _tiny_tokenizer, policy_from_pipeline, verify_sha256sums, word_vocab
+from .rewards import build_rewards, reward
 from .sample import sample
 from .seeds import Stream, generator, sample_seed
 
@@ -221,8 +222,7 @@ def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0, devi
                 seeds=[sample_seed(seed, Stream.EVAL, i) for i in range(len(captions))],
                 latent_shape=policy.latent_shape(sw.H, sw.W, frames), batch_size=64)
     pixels = ro.pixels.cpu()
-    scores = {**sw.REWARDS, **sw2.REWARDS}
-    return {k: float(scores[k]("cpu")(pixels, captions).mean()) for k in EVAL_REWARDS[kind]}
+    return {k: float(v.mean()) for k, v in reward(build_rewards(EVAL_REWARDS[kind]), pixels, captions).items()}
 
 
 def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
@@ -257,6 +257,8 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
     omit = {k: float(v) for k, v in (omit or {}).items()}
     if omit and not level2:
         raise ValueError("caption omission (omit) is a level-2 recipe: use kind 'image2'")
+    if set(omit) - set(sw2.OMITTABLE):
+        raise ValueError(f"omit {sorted(set(omit) - set(sw2.OMITTABLE))}: a caption can only leave out {list(sw2.OMITTABLE)}")
     log(f"{len(train_caps)} training captions")
     allowed = set(train_caps)
     # not the weights' stream: the data must not replay their draws; a continuation draws its own data
@@ -417,7 +419,7 @@ def main(argv=None) -> int:
                        shapes_per_color=a.shapes_per_color, positions_per_shape=a.positions_per_shape,
                        omit={"size": a.omit_size, "pattern": a.omit_pattern, "position": a.omit_position} if a.kind == "image2" else None,
                        init=a.init, device=a.device)
-    except (ValueError, ModelNotAvailable) as e:  # a bad --init folder
+    except (ValueError, ModelNotAvailable) as e:  # user errors train() finds: a bad --init folder or recipe
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(a.out)

@@ -39,7 +39,9 @@ from . import shapesworld as sw
 PATTERNS = ("solid", "striped", "checkered")
 OMITTABLE = ("size", "pattern", "position")  # what a pretraining caption may leave out (:func:`caption`)
 TINT = 0.15  # a tinted pixel is c - TINT (c - background); 0.3 was settled too early (data/README.md)
-PATTERN_DEAD = 0.01  # dead zone of the pattern amplitudes: pixel noise of std 2/255 gives ~0.003 on a small shape
+# dead zone of the pattern amplitudes and of their distances to the renders' (the renders of two patterns are only
+# ~0.07 apart): pixel noise of std 2/255 gives amplitudes of ~0.003 on a small shape
+PATTERN_DEAD = 0.01
 LAMBDA = (0.6, 1.15)  # sw2_quality accepts object pixels on the segment from 0.6 to 1.15 of the object color
 
 

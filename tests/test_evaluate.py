@@ -111,7 +111,7 @@ def test_sample_and_evaluate_report_user_errors_without_a_traceback(tmp_path, ca
 
 @pytest.mark.parametrize("preset_name, setting, message", [
     ("tiny-sd3", "height=28", "multiples of 8 px up to 128"),          # VAE 4 x patch 2; 64 learned positions a side
-    ("tiny-sd3-pixel", "width=64", "multiples of 4 px up to 32"),      # pixel space, 8 learned positions a side
+    ("tiny-sd3-pixel", "width=64", "multiples of 4 px up to 32.*set e.g. width=32"),  # pixel space, 8 positions a side
     ("tiny-flux", "height=20", "multiples of 8 px"),                   # VAE 4 x 2 x 2 packing
     ("tiny-wan", "frames=8", "frames = 1 \\+ a multiple of 4"),          # the causal VAE's temporal factor 4
 ])
