@@ -38,7 +38,15 @@ def load(preset_name: str, ckpt: str | None = None):
         from .config import Config
 
         path = checkpoint.resolve(ckpt)
-        cfg = Config(**checkpoint.verify(path)["config"])
+        trained = Config(**checkpoint.verify(path)["config"])
+        if (trained.family, trained.model, trained.rewards) != (cfg.family, cfg.model, cfg.rewards):
+            # the checkpoint's own config decides what is sampled and scored (a run may have set another model
+            # with --set model=...); say so rather than score something else than the preset silently
+            print(f"note: {ckpt} was trained from {trained.model} ({trained.family}) with rewards {trained.rewards}, "
+                  f"not from {cfg.model} (the model of preset {preset_name!r}): sampling and scoring with the checkpoint's "
+                  "own config",
+                  file=sys.stderr)
+        cfg = trained
     policy = load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype), lora_rank=cfg.lora_rank,
                          lora_alpha=cfg.lora_alpha or None, keep_reference=False,
                          device="cuda" if torch.cuda.is_available() else "cpu")
@@ -106,6 +114,8 @@ def read_samples(folder: Path) -> tuple[torch.Tensor, list[str]]:
     """Pixels and prompts of a folder written by write_samples (videos from their .npy arrays)."""
     from PIL import Image
 
+    if not (folder / "index.json").is_file():
+        raise FileNotFoundError(f"{folder / 'index.json'} not found: give a folder written by python -m otca_lib.sample")
     index = json.loads((folder / "index.json").read_text())
     pix = []
     for row in index:
@@ -160,6 +170,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the summary here")
     a = ap.parse_args(argv)
+    if a.samples_per_prompt < 1:
+        ap.error(f"--samples-per-prompt {a.samples_per_prompt}: give at least 1")
+    if a.folder and a.checkpoint:
+        ap.error("give --checkpoint (sample and score) or --folder (score written samples), not both")
     if a.folder:
         cfg = preset(a.preset)
         pixels, prompts = read_samples(Path(a.folder))

@@ -472,6 +472,19 @@ def _absent_components(family: str, model: str) -> dict:
             and listed.get(name, [None, None]) == [None, None]}
 
 
+# Files that can run code when loaded (pickles, Python modules): a model folder is data, read as safetensors and
+# JSON only (tokenizers: JSON, or a SentencePiece protobuf), so any of these is refused before loading starts.
+CODE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".py", ".pyc")
+
+
+def refuse_code_files(folder: Path) -> None:
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix.lower() in CODE_SUFFIXES)
+    if found:
+        raise ModelNotAvailable(f"{folder} holds files that can run code when loaded ({', '.join(found[:3])}"
+                                f"{', ...' if len(found) > 3 else ''}): only .safetensors weights and JSON configs are "
+                                "read from a model folder; convert the weights to safetensors and remove custom code")
+
+
 def verify_sha256sums(folder: Path) -> None:
     """Check every file listed in folder/SHA256SUMS; raise ModelNotAvailable naming the first bad one."""
     sums = folder / "SHA256SUMS"
@@ -560,12 +573,17 @@ def load_policy(
                 f"the model folder {model!r} does not exist. data/README.md lists the shipped ShapesWorld models "
                 "and the `python -m otca_lib.pretrain ...` command that makes each; to use another folder, pass "
                 "--set model=DIR to otca_lib.train, or --model DIR to the bench scripts")
+        if (Path(model).is_absolute() or model.startswith(".") or model.count("/") > 1) and not Path(model).is_dir():
+            raise ModelNotAvailable(f"the model folder {model!r} does not exist (a hub id is 'org/name'; a local "
+                                    "model is a folder written by save_pretrained)")
         if Path(model, "model_index.json").exists():  # a local folder: checked before anything is loaded
+            refuse_code_files(Path(model))
             verify_sha256sums(Path(model))
             text_tokens = pretrained_text_tokens(Path(model), family)
         absent = _absent_components(family, model)
         try:
-            pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes, **absent)
+            # use_safetensors: weights are never unpickled, local folder or hub
+            pipeline = PIPELINES[family].from_pretrained(model, dtype=dtypes, use_safetensors=True, **absent)
         except (OSError, ValueError) as err:  # huggingface_hub errors are OSErrors
             raise ModelNotAvailable(
                 f"Could not load {model!r} (family {family}): the weights are not in the local cache and "
@@ -573,6 +591,9 @@ def load_policy(
                 f"a machine with network (huggingface-cli download {model} --local-dir DIR) and pass the "
                 f"folder: --set model=DIR  [{type(err).__name__}: {err}]"
             ) from err
+        if getattr(pipeline, "transformer", None) is None:
+            raise ModelNotAvailable(f"{model!r} has no transformer: the folder is incomplete (model_index.json must "
+                                    "list one, saved with save_pretrained)")
     return policy_from_pipeline(family, pipeline, device=device, lora_rank=lora_rank, lora_alpha=lora_alpha,
                                 lora_targets=lora_targets, keep_reference=keep_reference,
                                 max_sequence_length=text_tokens)

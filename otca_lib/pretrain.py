@@ -49,6 +49,7 @@ import argparse
 import copy
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -387,6 +388,7 @@ def main(argv=None) -> int:
     ap.add_argument("--init", metavar="DIR", help="continue from a folder this command wrote (same kind): its "
                     "weights and step count; --steps is then the total to reach (the optimizer restarts)")
     ap.add_argument("--device", default="cpu", help="torch device of the training loop (e.g. cuda)")
+    ap.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     ap.add_argument("--max-alignment", type=float, default=0.8)
     ap.add_argument("--max-direction", type=float, default=0.9, help="videos: direction accuracy must stay below this")
     ap.add_argument("--min-quality", type=float, default=0.6)
@@ -405,8 +407,14 @@ def main(argv=None) -> int:
                           (("size", a.omit_size), ("pattern", a.omit_pattern), ("position", a.omit_position))),
                         (a.kind == "image2" or not (a.omit_size or a.omit_pattern or a.omit_position),
                          "--omit-* are level-2 options: use the kind image2"),
+                        (a.lr > 0 and math.isfinite(a.lr), f"--lr {a.lr}: give a finite learning rate > 0"),
                         (a.init is None or Path(a.init).resolve() != Path(a.out).resolve(),
-                         "--init and --out name the same folder: write the continuation to a new folder")):
+                         "--init and --out name the same folder: write the continuation to a new folder"),
+                        # checked before training, so that a long run is never lost at the end, and no model is
+                        # replaced by accident (data/models holds the shipped ones)
+                        (not Path(a.out).is_file(), f"--out {a.out} is a file: give a folder"),
+                        (a.overwrite or not any((Path(a.out) / f).exists() for f in ("pretrain.json", "model_index.json")),
+                         f"--out {a.out} already holds a model: choose another folder, or pass --overwrite to replace it")):
         if not ok:
             ap.error(message)
     minutes = a.minutes or 30.0

@@ -508,7 +508,10 @@ def main(argv=None) -> None:
     if a.render:
         from PIL import Image
 
-        c = parse_caption(a.render)
+        try:
+            c = parse_caption(a.render)
+        except ValueError as e:
+            ap.error(str(e))
         if not a.out or (c["kind"] == "video") != a.out.lower().endswith(".gif"):
             ap.error("--render needs --out FILE: a .png for an image caption, a .gif for a video caption")
         frames = (render_image(c["color"], c["shape"], c["size"], c["position"])[None] if c["kind"] == "image"
