@@ -1,6 +1,6 @@
 """How strongly do the ShapesWorld objectives conflict on the base model's own GRPO groups?
 
-    python bench/reward_conflict.py --preset shapesworld-image [--prompts 24] [--group 8] [--seed 0]
+    python bench/reward_conflict.py --preset shapesworld2-image [--prompts 24] [--group 8] [--seed 0]
     python bench/reward_conflict.py --preset shapesworld-video
 
 Samples groups exactly as training does (SDE rollouts of the preset, `group` samples per training
@@ -41,13 +41,16 @@ def within_group_correlation(a: torch.Tensor, b: torch.Tensor, group: torch.Tens
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="shapesworld-image", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
+    ap.add_argument("--preset", default="shapesworld2-image", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
     ap.add_argument("--model", default=None, help="a model folder instead of the preset's (e.g. a pretraining output)")
+    ap.add_argument("--checkpoint", default=None, help="a training run or checkpoint folder of the preset (a trained policy)")
     ap.add_argument("--prompts", type=int, default=24, help="training prompts (groups), every k-th of the file")
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    if a.model and a.checkpoint:
+        ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
     cfg = preset(a.preset)
     cfg.model = a.model or cfg.model
     video = cfg.frames > 0
@@ -55,7 +58,12 @@ def main(argv=None) -> int:
     prompts = train[:: max(1, len(train) // a.prompts)][: a.prompts]
     batch = [p for p in prompts for _ in range(a.group)]
     group = torch.arange(len(prompts)).repeat_interleave(a.group)
-    policy = load_policy(cfg.family, cfg.model, keep_reference=False)
+    if a.checkpoint:  # the run's own config (its model, steps and SDE), with the trained weights
+        from otca_lib.evaluate import load
+
+        cfg, policy = load(a.preset, a.checkpoint)
+    else:
+        policy = load_policy(cfg.family, cfg.model, keep_reference=False)
     ro = sde_rollout(policy, cfg, batch, a.seed)
     names = list(dict.fromkeys([*cfg.rewards, *shapesworld_objectives(cfg.rewards, video)]))
     r = reward(build_rewards(names), ro.pixels, batch)

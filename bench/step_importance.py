@@ -1,7 +1,7 @@
 """Which denoising steps decide which objective? Re-noise at step k, finish deterministically, measure the spread.
 
     python bench/step_importance.py --preset shapesworld-video [--trajectories 8] [--repeats 8] [--seed 0]
-    python bench/step_importance.py --preset shapesworld-image
+    python bench/step_importance.py --preset shapesworld2-image   (level 2; shapesworld-image is level 1)
 
 For each of `trajectories` held-out prompts (a seeded random subset), one SDE trajectory x_0 .. x_T of the preset (its steps and
 noise level) is sampled. Then for every step k < T - 1, `repeats` continuations take step k again with
@@ -41,18 +41,26 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="shapesworld-video", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
     ap.add_argument("--model", default=None, help="a model folder instead of the preset's (e.g. a pretraining output)")
+    ap.add_argument("--checkpoint", default=None, help="a training run or checkpoint folder of the preset (a trained policy)")
     ap.add_argument("--trajectories", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    if a.model and a.checkpoint:
+        ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
     cfg = preset(a.preset)
     cfg.model = a.model or cfg.model
     video = cfg.frames > 0
     test = read_prompts(cfg.test_prompts)
     order = torch.randperm(len(test), generator=generator(a.seed, Stream.SUBSET))   # a seeded random subset
     prompts = [test[i] for i in order[: a.trajectories].tolist()]
-    policy = load_policy(cfg.family, cfg.model, keep_reference=False)
+    if a.checkpoint:  # the run's own config (its model, steps and SDE), with the trained weights
+        from otca_lib.evaluate import load
+
+        cfg, policy = load(a.preset, a.checkpoint)
+    else:
+        policy = load_policy(cfg.family, cfg.model, keep_reference=False)
     sigmas = policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
     T = cfg.num_steps
     ro = sde_rollout(policy, cfg, prompts, a.seed)

@@ -1,7 +1,7 @@
 """Sampling and evaluation from the command line: a preset's model (base or trained) on a prompt file.
 
-    python -m otca_lib.sample   --preset shapesworld-image --prompts FILE --out DIR [--checkpoint DIR] [--seed N]
-    python -m otca_lib.evaluate --preset shapesworld-image [--checkpoint DIR | --folder DIR] [--prompts FILE]
+    python -m otca_lib.sample   --preset shapesworld2-image --prompts FILE --out DIR [--checkpoint DIR] [--seed N]
+    python -m otca_lib.evaluate --preset shapesworld2-image [--checkpoint DIR | --folder DIR] [--prompts FILE]
                                 [--samples-per-prompt N] [--json FILE]
 
 ``sample`` writes one PNG per image (or a GIF plus a .npy array (3, F, H, W) in [0, 1] per video) and an

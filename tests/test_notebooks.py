@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("reproductions/*.ipynb")])
-MODELS = [ROOT / "data/models/shapesworld-image", ROOT / "data/models/shapesworld-video"]
+MODELS = [ROOT / "data/models/shapesworld-image", ROOT / "data/models/shapesworld2-image", ROOT / "data/models/shapesworld-video"]
 CLEAN = "clear it with: jupyter nbconvert --clear-output --inplace {path}"
 
 
@@ -42,7 +42,7 @@ def test_notebooks_run_under_nbval_at_smoke_size():
     for model in MODELS:
         if not (model / "model_index.json").exists():
             pytest.fail(f"the ShapesWorld model {model.relative_to(ROOT)} is missing (it is shipped with the repository; "
-                        f"rebuild it with: python -m otca_lib.pretrain {model.name.split('-')[1]} --out {model.relative_to(ROOT)})")
+                        "data/README.md gives the python -m otca_lib.pretrain command that rebuilds it)")
     # One intra-op thread unless told otherwise: on a 2-core machine shared with another busy process, torch's
     # default 2 threads made the smoke runs ~10x slower (oversubscription); one thread costs little here.
     env = {"OMP_NUM_THREADS": "1", **os.environ, "OTCA_SMOKE": "1", "HF_HUB_OFFLINE": "1"}

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("kind,objectives", [("image", {"sw_alignment", "sw_quality", "sw_aesthetic", "total"}),
+@pytest.mark.parametrize("kind,objectives", [("image", {"sw2_alignment", "sw2_quality", "sw2_aesthetic", "sw2_pattern", "total"}),
                                              ("video", {"sw_motion", "sw_direction", "sw_consistency", "total"})])
 def test_reproduction_smoke(tmp_path, kind, objectives):
     out = tmp_path / "results"
