@@ -1,4 +1,5 @@
-# make demo   a short GRPO training run on the embedded default (creates .venv and installs if missing)
+# make demo   GRPO and OTCA on the shipped ShapesWorld image model, a few minutes (creates .venv if missing)
+# make smoke  a 30-iteration GRPO run on a tiny random SD3 pipeline (seconds per iteration)
 # make test   the whole test suite (creates .venv and installs if missing); CI runs exactly this
 # make bench  the CPU benchmark table (bench/cpu_iteration.py)
 # make lab    JupyterLab with widgets
@@ -7,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test bench lab install
+.PHONY: demo smoke test bench lab install
 
 install: $(VENV)/.installed
 
@@ -18,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
+# OMP_WAIT_POLICY=PASSIVE: on a shared CPU, OpenMP workers that busy-wait made an iteration several times slower
 demo: $(VENV)/.installed
-	$(PY) -m otca_lib.train --preset tiny-sd3-pixel --iterations 30 --output-dir runs/demo
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(PY) -m otca_lib.demo --out runs/demo
+
+smoke: $(VENV)/.installed
+	$(PY) -m otca_lib.train --preset tiny-sd3-pixel --iterations 30 --output-dir runs/smoke
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

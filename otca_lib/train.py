@@ -331,7 +331,7 @@ class Trainer:
         if self.start == 0 and c.eval_every:
             self.log(0, self.evaluate(0))  # the base model: the baseline every method is compared with
         bar = tqdm(range(self.start, c.iterations), initial=self.start, total=c.iterations,
-                   disable=not self.acc.is_main_process, desc="GRPO")
+                   disable=not self.acc.is_main_process, desc=f"{c.credit} seed {c.seed}")
         for it in bar:
             m = self.iteration(it)
             done = it + 1

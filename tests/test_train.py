@@ -345,3 +345,13 @@ def test_a_finished_comparison_run_with_other_parameters_is_refused(tmp_path):
     compare.train_runs(base, ["grpo"], [0], tmp_path)  # the same: skipped
     with pytest.raises(ValueError, match="another config"):
         compare.train_runs(dataclasses.replace(base, learning_rate=base.learning_rate * 2), ["grpo"], [0], tmp_path)
+
+
+def test_the_demo_trains_both_methods_and_writes_its_table_and_figures(tmp_path, capsys):
+    from otca_lib import demo
+
+    assert demo.main(["--iterations", "3", "--smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| base model |" in out and "| grpo |" in out and "| otca |" in out and "otca - base:" in out
+    assert all((tmp_path / f).exists() for f in ("summary.md", "reward_curves.png", "samples.png"))
+    assert demo.main(["--iterations", "6", "--smoke", "--out", str(tmp_path)]) == 2  # other settings: refused
