@@ -78,7 +78,8 @@ def test_video_pretraining_loads_as_an_x0_predicting_wan_policy(tmp_path):
     torch.testing.assert_close(x - s * policy.velocity(x, s, cond), x0, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,model", [("image", "data/models/shapesworld-image"), ("video", "data/models/shapesworld-video")])
+@pytest.mark.parametrize("kind,model", [("image", "data/models/shapesworld-image"), ("image2", "data/models/shapesworld2-image"),
+                                        ("video", "data/models/shapesworld-video")])
 def test_the_policy_is_conditioned_as_the_model_was_pretrained(kind, model, tmp_path):
     """Sampling, the update and evaluation all condition through encode_prompts + velocity: they must give
     the prediction pretraining trained (pretrain.image_x0 / video_x0: MAX_TOKENS text tokens; SD3 without T5
@@ -87,9 +88,10 @@ def test_the_policy_is_conditioned_as_the_model_was_pretrained(kind, model, tmp_
     _, family, predict, _ = pretrain.KINDS[kind]
     policy = load_policy(family, str(root / model), keep_reference=False)
     assert policy.max_sequence_length == pretrain.MAX_TOKENS
-    captions = ["a large red circle at the center", "a small blue triangle at the top left"] if kind == "image" \
-        else ["a large red circle moving left", "a small blue triangle moving up"]
-    shape = (2, 3, 32, 32) if kind == "image" else (2, 3, 8, 32, 32)
+    captions = {"image": ["a large red circle at the center", "a small blue triangle at the top left"],
+                "image2": ["a large striped red circle at the center", "a small solid blue triangle at the top left"],
+                "video": ["a large red circle moving left", "a small blue triangle moving up"]}[kind]
+    shape = (2, 3, 8, 32, 32) if kind == "video" else (2, 3, 32, 32)
     g = torch.Generator().manual_seed(0)
     x0, e, s = torch.rand(shape, generator=g) * 2 - 1, torch.randn(shape, generator=g), torch.tensor([0.3, 0.8])
     with torch.no_grad():
