@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 FAMILIES = ("sd3", "flux", "wan", "sd3-x0", "wan-x0")
 TRAIN_STEP_RULES = ("all", "random", "window")
@@ -298,10 +299,21 @@ PRESETS = {"shapesworld-image": shapesworld_image, "shapesworld2-image": shapesw
            "wan2.2-t2v-a14b": wan2_2_t2v_a14b}
 
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout holding data/ (models and prompt files)
+
+
 def preset(name: str) -> Config:
+    """A named config. Its data/ paths (shipped models, prompt files) stay relative when the working folder
+    has them (the repository root, as in the notebooks), and point into the checkout otherwise, so that a
+    preset works from any folder."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return PRESETS[name]()
+    c = PRESETS[name]()
+    for key in ("model", "train_prompts", "test_prompts"):
+        value = getattr(c, key)
+        if value.startswith("data/") and not Path(value).exists() and (REPO / value).exists():
+            setattr(c, key, str(REPO / value))
+    return c
 
 
 def smoke(c: Config) -> Config:

@@ -390,23 +390,22 @@ def dry_run(cfg: Config, acc: Accelerator) -> int:
     """Print the config, its batch arithmetic and the model size; real checkpoints are built on the meta
     device (nothing downloaded) with a GPU memory estimate per process (memory.py). Trains nothing."""
     from . import memory
-    from .policy import TINY_MODELS
 
     if not acc.is_main_process:
         return 0
     print(json.dumps(cfg.to_dict(), indent=1))
     print("batch arithmetic: " + ", ".join(f"{k}={v}" for k, v in batch_arithmetic(cfg, acc.num_processes).items()))
-    if cfg.model in TINY_MODELS:
-        policy = load_policy(cfg.family, cfg.model, lora_rank=cfg.lora_rank)
+    if cfg.model in memory.ARCHITECTURES:  # a real checkpoint: its architecture on the meta device, no weights
+        print(memory.report(cfg, acc.num_processes))
+    else:  # a tiny model or a local folder (the ShapesWorld models): small enough to load and count
         try:
+            policy = load_policy(cfg.family, cfg.model, lora_rank=cfg.lora_rank, keep_reference=False)
             policy.check_size(cfg.height, cfg.width, cfg.frames or None)
-        except ValueError as e:
+        except (ValueError, ModelNotAvailable) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         total = sum(p.numel() for p in policy.unwrapped.parameters())
         print(f"transformer parameters: {total:,}; trainable: {sum(p.numel() for p in policy.trainable_parameters()):,}")
-    else:
-        print(memory.report(cfg, acc.num_processes))
     print("dry run: config valid, not training")
     return 0
 

@@ -355,3 +355,17 @@ def test_the_demo_trains_both_methods_and_writes_its_table_and_figures(tmp_path,
     assert "| base model |" in out and "| grpo |" in out and "| otca |" in out and "otca - base:" in out
     assert all((tmp_path / f).exists() for f in ("summary.md", "reward_curves.png", "samples.png"))
     assert demo.main(["--iterations", "6", "--smoke", "--out", str(tmp_path)]) == 2  # other settings: refused
+
+
+@pytest.mark.parametrize("name", ["shapesworld2-image", "shapesworld-image", "shapesworld-video"])
+def test_shapesworld_presets_work_from_any_folder_and_dry_run(name, tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from otca_lib import train
+    from otca_lib.config import preset
+
+    monkeypatch.chdir(tmp_path)  # not the repository root: the data/ paths must still resolve
+    cfg = preset(name)
+    assert all(Path(p).exists() for p in (cfg.model, cfg.train_prompts, cfg.test_prompts))
+    assert train.main(["--preset", name, "--dry-run"]) == 0
+    assert "transformer parameters" in capsys.readouterr().out and not any(tmp_path.iterdir())
