@@ -22,8 +22,7 @@ import sys
 import torch
 
 from otca_lib.advantage import group_advantages
-from otca_lib.config import preset
-from otca_lib.policy import load_policy
+from otca_lib.evaluate import load
 from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
 from otca_lib.train import read_prompts
@@ -51,19 +50,12 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     if a.model and a.checkpoint:
         ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
-    cfg = preset(a.preset)
-    cfg.model = a.model or cfg.model
+    cfg, policy = load(a.preset, a.checkpoint, a.model)
     video = cfg.frames > 0
     train = read_prompts(cfg.train_prompts)
     prompts = train[:: max(1, len(train) // a.prompts)][: a.prompts]
     batch = [p for p in prompts for _ in range(a.group)]
     group = torch.arange(len(prompts)).repeat_interleave(a.group)
-    if a.checkpoint:  # the run's own config (its model, steps and SDE), with the trained weights
-        from otca_lib.evaluate import load
-
-        cfg, policy = load(a.preset, a.checkpoint)
-    else:
-        policy = load_policy(cfg.family, cfg.model, keep_reference=False)
     ro = sde_rollout(policy, cfg, batch, a.seed)
     names = list(dict.fromkeys([*cfg.rewards, *shapesworld_objectives(cfg.rewards, video)]))
     r = reward(build_rewards(names), ro.pixels, batch)

@@ -17,8 +17,7 @@ from functools import partial
 
 import torch
 
-from otca_lib.config import preset
-from otca_lib.policy import load_policy
+from otca_lib.evaluate import load
 from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout, velocity
 from otca_lib.sde import STEPS, ode_step
@@ -49,18 +48,11 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     if a.model and a.checkpoint:
         ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
-    cfg = preset(a.preset)
-    cfg.model = a.model or cfg.model
+    cfg, policy = load(a.preset, a.checkpoint, a.model)
     video = cfg.frames > 0
     test = read_prompts(cfg.test_prompts)
     order = torch.randperm(len(test), generator=generator(a.seed, Stream.SUBSET))   # a seeded random subset
     prompts = [test[i] for i in order[: a.trajectories].tolist()]
-    if a.checkpoint:  # the run's own config (its model, steps and SDE), with the trained weights
-        from otca_lib.evaluate import load
-
-        cfg, policy = load(a.preset, a.checkpoint)
-    else:
-        policy = load_policy(cfg.family, cfg.model, keep_reference=False)
     sigmas = policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
     T = cfg.num_steps
     ro = sde_rollout(policy, cfg, prompts, a.seed)

@@ -203,7 +203,7 @@ def shapesworld2_image() -> Config:
     reproduction: the shipped level-2 model (shapes with a fill pattern, pretrained on captions that mostly
     omit position, pattern and size; data/README.md) with the level-2 rewards; otherwise the level-1 image
     preset's recipe (full fine-tuning at lr 1e-5: at 3e-5 held-out quality fell 0.71 -> 0.22 in 100 GRPO
-    iterations; README). 144 held-out prompts (24 held-out combinations x 2 sizes x 3 patterns)."""
+    iterations; data/README.md). 144 held-out prompts (24 held-out combinations x 2 sizes x 3 patterns)."""
     c = shapesworld_image()
     c.model, c.output_dir = "data/models/shapesworld2-image", "runs/shapesworld2-image"
     c.rewards = {"sw2_alignment": 1.0, "sw2_quality": 0.5, "sw2_aesthetic": 0.25}

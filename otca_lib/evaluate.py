@@ -31,9 +31,13 @@ from .seeds import Stream, sample_seed  # the trainer's evaluation seeds, so the
 from .train import read_prompts
 
 
-def load(preset_name: str, ckpt: str | None = None):
-    """(config, policy) of a preset's base model, or of a trained checkpoint (a run or checkpoint folder)."""
+def load(preset_name: str, ckpt: str | None = None, model: str | None = None):
+    """(config, policy) of a preset's base model (or of another base model folder `model`), or of a trained
+    checkpoint (a run or checkpoint folder; then its own config decides what runs)."""
+    if ckpt and model:
+        raise ValueError("give a base model folder or a trained checkpoint, not both")
     cfg = preset(preset_name)
+    cfg.model = model or cfg.model
     if ckpt:
         from .config import Config
 
@@ -42,10 +46,9 @@ def load(preset_name: str, ckpt: str | None = None):
         if (trained.family, trained.model, trained.rewards) != (cfg.family, cfg.model, cfg.rewards):
             # the checkpoint's own config decides what is sampled and scored (a run may have set another model
             # with --set model=...); say so rather than score something else than the preset silently
-            print(f"note: {ckpt} was trained from {trained.model} ({trained.family}) with rewards {trained.rewards}, "
-                  f"not from {cfg.model} (the model of preset {preset_name!r}): sampling and scoring with the checkpoint's "
-                  "own config",
-                  file=sys.stderr)
+            print(f"note: {ckpt} was trained from {trained.model} ({trained.family}) with rewards {trained.rewards}; "
+                  f"preset {preset_name!r} has {cfg.model} ({cfg.family}) with {cfg.rewards}: sampling and scoring with "
+                  "the checkpoint's own config", file=sys.stderr)
         cfg = trained
     policy = load_policy(cfg.family, cfg.model, dtype=getattr(torch, cfg.dtype), lora_rank=cfg.lora_rank,
                          lora_alpha=cfg.lora_alpha or None, keep_reference=False,

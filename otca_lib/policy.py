@@ -568,14 +568,13 @@ def load_policy(
     else:
         # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
         dtypes = {"default": dtype, "vae": torch.float32} if family.startswith("wan") else dtype
-        if model.startswith("data/models/") and not Path(model).is_dir():
-            raise ModelNotAvailable(
-                f"the model folder {model!r} does not exist. data/README.md lists the shipped ShapesWorld models "
-                "and the `python -m otca_lib.pretrain ...` command that makes each; to use another folder, pass "
-                "--set model=DIR to otca_lib.train, or --model DIR to the bench scripts")
+        # a path, not a hub id ('org/name'), that is not there: say so (not "the hub is unreachable")
         if (Path(model).is_absolute() or model.startswith(".") or model.count("/") > 1) and not Path(model).is_dir():
-            raise ModelNotAvailable(f"the model folder {model!r} does not exist (a hub id is 'org/name'; a local "
-                                    "model is a folder written by save_pretrained)")
+            shipped = ("data/README.md lists the shipped ShapesWorld models and the `python -m otca_lib.pretrain ...` "
+                       "command that makes each; to use another folder, pass --set model=DIR to otca_lib.train, or "
+                       "--model DIR to the bench scripts" if "data/models/" in model else
+                       "a local model is a folder written by save_pretrained")
+            raise ModelNotAvailable(f"the model folder {model!r} does not exist. {shipped}")
         if Path(model, "model_index.json").exists():  # a local folder: checked before anything is loaded
             refuse_code_files(Path(model))
             verify_sha256sums(Path(model))
