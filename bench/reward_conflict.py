@@ -22,10 +22,10 @@ import sys
 import torch
 
 from otca_lib.advantage import group_advantages
-from otca_lib.evaluate import load
+from otca_lib.commands import load
 from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
-from otca_lib.train import read_prompts
+from otca_lib.prompts import read_prompts
 
 
 def within_group_correlation(a: torch.Tensor, b: torch.Tensor, group: torch.Tensor) -> tuple[float, int]:

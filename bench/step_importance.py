@@ -17,18 +17,18 @@ from functools import partial
 
 import torch
 
-from otca_lib.evaluate import load
+from otca_lib.commands import load
 from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
-from otca_lib.sample import sde_rollout, velocity
+from otca_lib.sample import sde_rollout
 from otca_lib.sde import STEPS, ode_step
 from otca_lib.seeds import Stream, generator
-from otca_lib.train import read_prompts
+from otca_lib.prompts import read_prompts
 
 
 def finish_from(policy, x, k, sigmas, cond, step, gen: torch.Generator) -> torch.Tensor:
     """From states x [N, ...] at step k: one fresh stochastic step, then ODE to the end; -> final states."""
     for t in range(k, len(sigmas) - 1):
-        v = velocity(policy, x, sigmas[t].expand(x.shape[0]), cond, None, 1.0)
+        v = policy.velocity(x, sigmas[t].expand(x.shape[0]), cond)
         if t == k:
             x = step(x, v, sigmas[t], sigmas[t + 1], noise=torch.randn(x.shape, generator=gen).to(x.device)).x_next
         else:

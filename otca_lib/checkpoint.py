@@ -25,7 +25,6 @@ pointing at the last good checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -34,6 +33,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .checksums import sha256_file
 
 TRAINABLE = "trainable.safetensors"
 STATE = "training_state.safetensors"
@@ -44,14 +45,6 @@ FILES = (TRAINABLE, STATE, STATE_JSON, META)  # the exact file set of a checkpoi
 
 class CheckpointError(RuntimeError):
     pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -157,7 +150,7 @@ def save(accelerator, policy, run_dir: str | Path, iteration: int, config: dict,
         tensors, meta = training_state(optimizer, ema, credit_state)
         save_file(tensors, str(tmp / STATE))
         _atomic_write_text(tmp / STATE_JSON, json.dumps(meta, indent=1))
-        files = {name: _sha256(tmp / name) for name in (TRAINABLE, STATE, STATE_JSON)}
+        files = {name: sha256_file(tmp / name) for name in (TRAINABLE, STATE, STATE_JSON)}
         _atomic_write_text(tmp / META, json.dumps({"iteration": iteration, "config": config, "sha256": files}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -201,6 +194,6 @@ def verify(ckpt: Path) -> dict:
             or not isinstance(meta.get("iteration"), int) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{meta_path} does not list the iteration, the config and the sha256 of {list(FILES[:-1])}")
     for name, digest in meta["sha256"].items():
-        if _sha256(ckpt / name) != digest:
+        if sha256_file(ckpt / name) != digest:
             raise CheckpointError(f"{ckpt / name} is corrupt: its sha256 does not match {META}")
     return meta

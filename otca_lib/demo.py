@@ -23,7 +23,7 @@ import torch
 
 from . import compare
 from .config import preset, smoke
-from .train import read_prompts
+from .prompts import read_prompts
 
 METHODS = ("grpo", "otca")
 

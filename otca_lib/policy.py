@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import inspect
 import json
 import tempfile
@@ -54,6 +53,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
+from .checksums import SUMS, first_mismatch
 from .seeds import Stream, sample_seed
 
 # offline random pipelines; "tiny-sd3-pixel" has no VAE: its state is the image itself
@@ -154,6 +154,18 @@ class Policy:
         cond = {k: v.to(device=x.device, dtype=dtype) for k, v in cond.items()}
         v = self._forward(model, x.to(dtype), sigma, cond)
         return v.float()
+
+    def guided_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict, uncond: dict | None = None,
+                        guidance_scale: float = 1.0) -> torch.Tensor:
+        """The velocity with classifier-free guidance, v_u + g (v_c - v_u), when uncond is given and g != 1.
+
+        Both halves run in one batched transformer call. x (B, *L); sigma [B]; returns float32 (B, *L).
+        """
+        if uncond is None or guidance_scale == 1.0:
+            return self.velocity(x, sigma, cond)
+        both = {k: torch.cat([cond[k], uncond[k]]) for k in cond}
+        v_c, v_u = self.velocity(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
+        return v_u + guidance_scale * (v_c - v_u)
 
     def _forward(self, model, x, sigma, cond) -> torch.Tensor:
         raise NotImplementedError
@@ -487,15 +499,10 @@ def refuse_code_files(folder: Path) -> None:
 
 def verify_sha256sums(folder: Path) -> None:
     """Check every file listed in folder/SHA256SUMS; raise ModelNotAvailable naming the first bad one."""
-    sums = folder / "SHA256SUMS"
-    if not sums.exists():
-        return
-    for line in sums.read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        f = folder / name
-        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
-            raise ModelNotAvailable(f"{f} is missing or does not match {sums}: the model folder is corrupt or was "
-                                    "changed; restore it (git checkout -- data/models) or re-run the pretraining command")
+    bad = first_mismatch(folder)
+    if bad is not None:
+        raise ModelNotAvailable(f"{bad} is missing or does not match {folder / SUMS}: the model folder is corrupt or "
+                                "was changed; restore it (git checkout -- data/models) or re-run the pretraining command")
 
 
 def pretrained_text_tokens(folder: Path, family: str) -> int | None:

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import sys
@@ -61,6 +60,7 @@ from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, S
 from . import shapesworld as sw
 from . import shapesworld2 as sw2
 from .policy import ModelNotAvailable, _tiny_tokenizer, policy_from_pipeline, verify_sha256sums, word_vocab
+from .checksums import write_sha256sums
 from .rewards import build_rewards, reward
 from .sample import sample
 from .seeds import Stream, generator, sample_seed
@@ -356,12 +356,6 @@ def _load(pipe, modules):
     """Copy the weights of [transformer, text_encoder, text_encoder_2] modules into the pipeline's."""
     for m, src in zip(_modules(pipe), modules):
         m.load_state_dict(src.state_dict())
-
-
-def write_sha256sums(folder: Path) -> None:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
-    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(folder).as_posix()}" for p in files]
-    (folder / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:

@@ -18,14 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .media import uint8_frames
+
 RewardFn = Callable[[torch.Tensor, list], torch.Tensor]
-
-
-def _frames(pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) or (B, 3, F, H, W) -> (B, F, H, W, 3) uint8 on the CPU (F = 1 for images)."""
-    if pixels.ndim == 4:
-        pixels = pixels.unsqueeze(2)
-    return (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
 
 
 def _jpeg_kilobytes(pixels: torch.Tensor, quality: int = 95) -> torch.Tensor:
@@ -33,7 +28,7 @@ def _jpeg_kilobytes(pixels: torch.Tensor, quality: int = 95) -> torch.Tensor:
 
     JPEG encoding is a per-image C call in PIL: the loop is over images, not over pixels.
     """
-    frames = _frames(pixels).numpy()
+    frames = uint8_frames(pixels).numpy()
     sizes = np.zeros(frames.shape[:2], dtype=np.float32)
     for b, f in np.ndindex(*sizes.shape):
         buf = io.BytesIO()

@@ -15,11 +15,16 @@ is batched.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 
+from .commands import command, load
+from .media import write_samples
+from .prompts import read_prompts
 from .sde import STEPS, ode_step
 from .seeds import Stream, generator, sample_seed
 
@@ -39,6 +44,15 @@ class Rollout:
     seeds: list               # [B] the per-sample noise seeds (identify a sample whatever its batch position)
     pixels: torch.Tensor | None = None  # decoded final samples in [0, 1], (B, 3, H, W) or (B, 3, F, H, W)
 
+    def conditioning(self, idx) -> tuple[dict, dict | None]:
+        """(cond, uncond) of the samples idx (a slice or [N] long indices): what the policy was conditioned on."""
+        return select(self.cond, idx), select(self.uncond, idx)
+
+
+def select(encoded: dict | None, idx) -> dict | None:
+    """The rows idx (a slice or [N] long indices) of encoded prompts {name: [B, ...]}; None stays None."""
+    return None if encoded is None else {k: v[idx] for k, v in encoded.items()}
+
 
 def draw(generators: list[torch.Generator], shape, device) -> torch.Tensor:
     """One standard normal draw per sample, each from its own generator. -> (len(generators), *shape)."""
@@ -53,22 +67,6 @@ def initial_noise(init_seeds: list[int], shape, device) -> torch.Tensor:
 def step_noise(seeds: list[int], t: int, shape, device) -> torch.Tensor:
     """The standard normal noise of stochastic step t of samples with these seeds: (len(seeds), *shape)."""
     return draw([generator(s, Stream.STEP_NOISE, t) for s in seeds], shape, device)
-
-
-def velocity(policy, x, s, cond, uncond=None, guidance_scale: float = 1.0) -> torch.Tensor:
-    """The policy's velocity, with classifier-free guidance v_u + g (v_c - v_u) when uncond is given.
-
-    Both halves run in one batched transformer call. x (B, *L); s [B]; returns float32 (B, *L).
-    """
-    if uncond is None or guidance_scale == 1.0:
-        return policy.velocity(x, s, cond)
-    both = {k: torch.cat([cond[k], uncond[k]]) for k in cond}
-    v_c, v_u = policy.velocity(torch.cat([x, x]), torch.cat([s, s]), both).chunk(2)
-    return v_u + guidance_scale * (v_c - v_u)
-
-
-def index_cond(cond: dict | None, idx) -> dict | None:
-    return None if cond is None else {k: v[idx] for k, v in cond.items()}
 
 
 def trained_step_mask(rule: str, num_steps: int, *, iteration: int, seed: int, fraction: float = 0.6,
@@ -121,11 +119,11 @@ def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor
     for lo in range(0, B, batch_size):
         sl = slice(lo, min(lo + batch_size, B))
         x = initial_noise(init_seeds[sl], latent_shape, device)
-        c, u = index_cond(cond, sl), index_cond(uncond, sl)
+        c, u = select(cond, sl), select(uncond, sl)
         states[sl, 0] = x
         for t in range(T):
             s = sigmas[t].expand(x.shape[0])
-            v = velocity(policy, x, s, c, u, guidance_scale)
+            v = policy.guided_velocity(x, s, c, u, guidance_scale)
             x0_hat[sl, t] = x - sigmas[t] * v
             if is_sde[t]:
                 step = stochastic(x, v, sigmas[t], sigmas[t + 1], noise=step_noise(seeds[sl], t, latent_shape, device))
@@ -153,9 +151,37 @@ def sde_rollout(policy, cfg, prompts: list, seed: int = 0, batch_size: int = 64)
                   noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale, batch_size=batch_size)
 
 
-if __name__ == "__main__":  # python -m otca_lib.sample: the sampling command (evaluate.py)
-    import sys
+@torch.no_grad()
+def generate(cfg, policy, prompts: list[str], seeds: list[int]) -> torch.Tensor:
+    """Deterministic (ODE) samples of a config, one per (prompt, seed): pixels in [0, 1] on the CPU."""
+    ro = sample(policy, prompts, sigmas=policy.sigmas(cfg.eval_num_steps, cfg.height, cfg.width),
+                trained=torch.empty(0, dtype=torch.long), seeds=seeds, guidance_scale=cfg.guidance_scale,
+                latent_shape=policy.latent_shape(cfg.height, cfg.width, cfg.frames or None),
+                batch_size=cfg.rollout_batch_size)
+    return ro.pixels.cpu()
 
-    from .evaluate import sample_main
 
-    sys.exit(sample_main())
+# ---------------------------------------------------------------------- command line
+@command
+def main(argv=None) -> int:
+    """python -m otca_lib.sample --preset NAME --prompts FILE --out DIR [--checkpoint DIR] [--seed N]: one file per
+    sample (PNG per image; GIF plus a .npy array (3, F, H, W) in [0, 1] per video) and index.json listing each
+    file with its prompt and seed (media.write_samples), drawn like the trainer's held-out evaluation."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m otca_lib.sample", description="Write samples of a prompt file.")
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--prompts", required=True, help="prompt file, one prompt per line")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--checkpoint", help="a training run or checkpoint folder (default: the base model)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    cfg, policy = load(a.preset, a.checkpoint)
+    prompts = read_prompts(a.prompts)
+    seeds = [sample_seed(a.seed, Stream.EVAL, i) for i in range(len(prompts))]
+    print(f"wrote {write_samples(generate(cfg, policy, prompts, seeds), prompts, seeds, Path(a.out))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -506,7 +506,7 @@ def main(argv=None) -> None:
         for path in write_prompt_files(a.write_prompts):
             print(f"wrote {path}")
     if a.render:
-        from PIL import Image
+        from .media import save_frames
 
         try:
             c = parse_caption(a.render)
@@ -516,8 +516,7 @@ def main(argv=None) -> None:
             ap.error("--render needs --out FILE: a .png for an image caption, a .gif for a video caption")
         frames = (render_image(c["color"], c["shape"], c["size"], c["position"])[None] if c["kind"] == "image"
                   else render_video(c["color"], c["shape"], c["size"], c["direction"], a.seed))
-        ims = [Image.fromarray(np.kron(fr, np.ones((a.scale, a.scale, 1), np.uint8))) for fr in frames]
-        ims[0].save(a.out, save_all=len(ims) > 1, append_images=ims[1:], duration=125, loop=0)
+        save_frames(frames, a.out, a.scale)
         print(f"wrote {a.out}")
 
 

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
@@ -29,78 +28,18 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
 from .credit import CreditInput, CreditState, advantage
+from .media import save_grid
 from .policy import ModelNotAvailable, load_policy
+from .prompts import read_prompts
 from .rewards import build_rewards, reward
 from .sample import sample, trained_step_mask
 from .seeds import Stream, generator, sample_seed
 from .update import EMA, NonFiniteError, NonFiniteGuard, update
 
-HUB_PREFIX = "hf://datasets/"
-
-
-def hub_prompt_file(path: str) -> Path:
-    """hf://datasets/OWNER/NAME/FILE[@REVISION] -> the file, downloaded (or found in the local cache) by
-    huggingface_hub. FILE is a .txt or .jsonl file inside the dataset repository."""
-    from huggingface_hub import hf_hub_download
-
-    ref, _, revision = path[len(HUB_PREFIX):].partition("@")
-    owner, name, *rest = ref.split("/")
-    if not (owner and name and rest):
-        raise ValueError(f"{path}: expected hf://datasets/OWNER/NAME/FILE[@REVISION], e.g. "
-                         "hf://datasets/me/prompts/train.txt")
-    repo, filename = f"{owner}/{name}", "/".join(rest)
-    try:
-        return Path(hf_hub_download(repo, filename, repo_type="dataset", revision=revision or None))
-    except Exception as err:  # offline, missing repo or file, no access: all end here with what to do
-        raise FileNotFoundError(
-            f"could not get {filename!r} of the hub dataset {repo!r} ({type(err).__name__}: {err}). Offline or "
-            f"without access, download it where there is network (huggingface-cli download --repo-type dataset "
-            f"{repo} {filename} --local-dir DIR) and pass the local file: --set train_prompts=DIR/{filename}") from err
-
-
 def finite_mean(r: torch.Tensor) -> float:
     """Mean of the finite entries (a failed reward is NaN and counted in */nonfinite); NaN if there are none."""
     ok = torch.isfinite(r)
     return float(r[ok].mean()) if ok.any() else float("nan")
-
-
-def read_prompts(path: str) -> list[str]:
-    """Prompts from a text file (one per line) or a JSONL file (one object per line with a "prompt" field),
-    local or in a hub dataset repository (hf://datasets/OWNER/NAME/FILE[@REVISION])."""
-    p = hub_prompt_file(path) if path.startswith(HUB_PREFIX) else Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"prompt file {path} not found (one prompt per line, or JSONL with a \"prompt\" "
-                                "field; set train_prompts / test_prompts)")
-    lines = [line.strip() for line in p.read_text().splitlines() if line.strip()]
-    if p.suffix == ".jsonl":
-        try:
-            lines = [json.loads(line)["prompt"].strip() for line in lines]
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: every JSONL line must be an object with a string \"prompt\" field ({e})") from e
-    if not lines:
-        raise ValueError(f"prompt file {path} has no prompts")
-    return lines
-
-
-def save_grid(pixels: torch.Tensor, path: Path, cols: int = 8) -> None:
-    """Tile samples in [0, 1] into one PNG (images) or one animated GIF (videos (B, 3, F, H, W))."""
-    from PIL import Image
-
-    x = pixels.float().clamp(0, 1)
-    if x.ndim == 4:
-        x = x.unsqueeze(2)
-    B, C, F, H, W = x.shape
-    cols = min(cols, B)
-    rows = -(-B // cols)
-    grid = torch.ones(F, rows * H, cols * W, C)
-    for i in range(B):
-        r, c = divmod(i, cols)
-        grid[:, r * H:(r + 1) * H, c * W:(c + 1) * W] = x[i].permute(1, 2, 3, 0)
-    frames = [Image.fromarray((g.numpy() * 255).round().astype(np.uint8)) for g in grid]
-    if F == 1:
-        frames[0].save(path.with_suffix(".png"))
-    else:
-        frames[0].save(path.with_suffix(".gif"), save_all=True, append_images=frames[1:], duration=125, loop=0)
 
 
 def make_accelerator(timeout_minutes: float = 10.0) -> Accelerator:

@@ -27,7 +27,6 @@ from functools import partial
 
 import torch
 
-from .sample import index_cond, velocity
 from .sde import STEPS, kl_in_mean_space
 from .seeds import Stream, generator
 
@@ -57,7 +56,7 @@ def recompute(policy, rollout, b: torch.Tensor, t: torch.Tensor, *, sde: str, no
     """
     x, x_next = rollout.states[b, t], rollout.states[b, t + 1]
     s, s_next = rollout.sigmas[t], rollout.sigmas[t + 1]
-    v = velocity(policy, x, s, index_cond(rollout.cond, b), index_cond(rollout.uncond, b), guidance_scale)
+    v = policy.guided_velocity(x, s, *rollout.conditioning(b), guidance_scale)
     return STEPS[sde](x, v, s, s_next, noise_level, x_next=x_next)
 
 

@@ -121,9 +121,9 @@ CASES = [
 
 # ----------------------------------------------------------------------------------------------- running
 def _main(tool):
-    from otca_lib import evaluate, pretrain, shapesworld, train
+    from otca_lib import evaluate, pretrain, sample, shapesworld, train
 
-    return {"train": train.main, "evaluate": evaluate.main, "sample": evaluate.sample_main,
+    return {"train": train.main, "evaluate": evaluate.main, "sample": sample.main,
             "pretrain": pretrain.main, "shapesworld": shapesworld.main}[tool]
 
 
@@ -158,7 +158,7 @@ class World:
 
 
 def _setup(world: World, name: str) -> None:
-    from otca_lib import checkpoint
+    from otca_lib import checkpoint, checksums
 
     ckpt = world.run / "checkpoints" / "iter_000001"
     meta_path = ckpt / checkpoint.META
@@ -185,7 +185,7 @@ def _setup(world: World, name: str) -> None:
         w = load_file(str(ckpt / checkpoint.TRAINABLE))
         save_file({k: torch.full_like(v, float("nan")) for k, v in w.items()}, str(ckpt / checkpoint.TRAINABLE))
         meta = json.loads(meta_path.read_text())
-        meta["sha256"][checkpoint.TRAINABLE] = checkpoint._sha256(ckpt / checkpoint.TRAINABLE)
+        meta["sha256"][checkpoint.TRAINABLE] = checksums.sha256_file(ckpt / checkpoint.TRAINABLE)
         meta_path.write_text(json.dumps(meta))
     elif name:
         raise KeyError(name)

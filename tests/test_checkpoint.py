@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from otca_lib import checkpoint
+from otca_lib import checkpoint, checksums
 from otca_lib.config import preset, smoke
 from otca_lib.train import Trainer, main
 
@@ -34,7 +34,7 @@ def rehash(ckpt, name, drop=False):
     if drop:
         meta["sha256"].pop(name, None)
     else:
-        meta["sha256"][name] = checkpoint._sha256(ckpt / name)
+        meta["sha256"][name] = checksums.sha256_file(ckpt / name)
     (ckpt / checkpoint.META).write_text(json.dumps(meta))
 
 

@@ -5,13 +5,13 @@ import re
 import pytest
 import torch
 
-from otca_lib import evaluate, shapesworld as sw
+from otca_lib import evaluate, media, sample, shapesworld as sw
 from otca_lib.config import PRESETS, preset, validate
 
 
 def test_sample_then_evaluate_the_folder(tmp_path, capsys):
     out = tmp_path / "samples"
-    assert evaluate.sample_main(["--preset", "tiny-sd3-pixel", "--prompts", "data/prompts/tiny_test.txt",
+    assert sample.main(["--preset", "tiny-sd3-pixel", "--prompts", "data/prompts/tiny_test.txt",
                                  "--out", str(out), "--seed", "3"]) == 0
     index = json.loads((out / "index.json").read_text())
     assert len(index) == 4 and all((out / r["file"]).exists() for r in index)
@@ -24,8 +24,8 @@ def test_sample_then_evaluate_the_folder(tmp_path, capsys):
 def test_videos_round_trip_through_gif_and_npy(tmp_path):
     caps = sw.prompts("video", "test")[:3]
     pixels = sw.render_batch(caps, seed=0)
-    evaluate.write_samples(pixels, caps, [0, 1, 2], tmp_path)
-    back, prompts = evaluate.read_samples(tmp_path)
+    media.write_samples(pixels, caps, [0, 1, 2], tmp_path)
+    back, prompts = media.read_samples(tmp_path)
     assert prompts == caps and torch.equal(back, pixels)
     assert (evaluate.summarize({"sw_motion": sw.REWARDS["sw_motion"]("cpu")(back, caps)})["sw_motion"]["mean"] > 0.9)
 
@@ -42,7 +42,7 @@ def test_every_preset_is_valid(name):
 
 
 def test_prompt_files_text_and_jsonl(tmp_path):
-    from otca_lib.train import read_prompts
+    from otca_lib.prompts import read_prompts
 
     (tmp_path / "p.jsonl").write_text('{"prompt": "a cat", "id": 1}\n\n{"prompt": " a dog "}\n')
     assert read_prompts(str(tmp_path / "p.jsonl")) == ["a cat", "a dog"]
@@ -59,7 +59,7 @@ def test_prompt_files_text_and_jsonl(tmp_path):
 def test_prompt_files_from_a_hub_dataset(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from otca_lib.train import read_prompts
+    from otca_lib.prompts import read_prompts
 
     # offline (as in all tests): a clear error naming the dataset and the local-file alternative
     with pytest.raises(FileNotFoundError, match="me/prompts.*--set train_prompts="):
@@ -84,7 +84,7 @@ def test_evaluate_fails_loudly_on_nonfinite_scores(tmp_path, capsys):
 
     from safetensors.torch import load_file, save_file
 
-    from otca_lib import checkpoint
+    from otca_lib import checkpoint, checksums
     from otca_lib.config import smoke
     from otca_lib.train import Trainer
 
@@ -94,7 +94,7 @@ def test_evaluate_fails_loudly_on_nonfinite_scores(tmp_path, capsys):
     w = load_file(str(ckpt / checkpoint.TRAINABLE))
     save_file({k: torch.full_like(v, float("nan")) for k, v in w.items()}, str(ckpt / checkpoint.TRAINABLE))
     meta = json.loads((ckpt / checkpoint.META).read_text())
-    meta["sha256"][checkpoint.TRAINABLE] = checkpoint._sha256(ckpt / checkpoint.TRAINABLE)
+    meta["sha256"][checkpoint.TRAINABLE] = checksums.sha256_file(ckpt / checkpoint.TRAINABLE)
     (ckpt / checkpoint.META).write_text(json.dumps(meta))
     assert evaluate.main(["--preset", "tiny-sd3-pixel", "--checkpoint", str(tmp_path / "run")]) == 1
     assert "non-finite scores" in capsys.readouterr().err
@@ -104,7 +104,7 @@ def test_sample_and_evaluate_report_user_errors_without_a_traceback(tmp_path, ca
     assert evaluate.main(["--preset", "nope"]) == 2
     assert evaluate.main(["--preset", "tiny-sd3", "--checkpoint", str(tmp_path / "missing")]) == 2
     assert evaluate.main(["--preset", "tiny-sd3", "--folder", str(tmp_path)]) == 2            # no index.json
-    assert evaluate.sample_main(["--preset", "tiny-sd3", "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path)]) == 2
+    assert sample.main(["--preset", "tiny-sd3", "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("error: ") == 4 and "Traceback" not in err
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from otca_lib import pretrain, shapesworld as sw
+from otca_lib import checksums, pretrain, shapesworld as sw
 from otca_lib.policy import ModelNotAvailable, load_policy
 
 
@@ -106,6 +106,6 @@ def test_the_policy_is_conditioned_as_the_model_was_pretrained(kind, model, tmp_
     meta = json.loads((copy / "pretrain.json").read_text())
     del meta["max_sequence_length"]
     (copy / "pretrain.json").write_text(json.dumps(meta))
-    pretrain.write_sha256sums(copy)
+    checksums.write_sha256sums(copy)
     with pytest.raises(ValueError, match="max_sequence_length"):
         load_policy(family, str(copy))
