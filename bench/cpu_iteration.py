@@ -30,7 +30,7 @@ from otca_lib.train import Trainer
 def bare_compute(tr: Trainer, repeats: int) -> tuple[float, float]:
     """Seconds of (rollout forwards, update forward+backwards) for one iteration's shapes."""
     c, pol, a = tr.cfg, tr.policy, tr.arith
-    n, shape = a["samples_per_process"], tr.latent_shape
+    n, shape = a["samples_per_process"], tr.spec.latent_shape
     cond = pol.encode_prompts(["a red circle"] * max(c.rollout_batch_size, c.train_micro_batch))
     params = pol.trainable_parameters()
 

@@ -33,7 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from otca_lib.config import apply_overrides, preset, smoke
 from otca_lib.memory import ARCHITECTURES, GiB, OTHER_PARAMS, build_on_meta, estimate
-from otca_lib.policy import _tiny_clip, _tiny_image_vae, _tiny_t5, _tiny_tokenizer, load_policy, policy_from_pipeline
+from otca_lib.policy import load_policy, policy_from_pipeline
+from otca_lib.tiny import clip_encoder, image_vae, t5_encoder, tokenizer
 from otca_lib.train import Trainer
 
 
@@ -54,24 +55,24 @@ def real_architecture_pipeline(cfg, device, layers: int | None = None):
     if cfg.family == "sd3":
         return StableDiffusion3Pipeline(
             transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-            vae=_tiny_image_vae(latent_channels=16, blocks=4),                     # 8x downsampling, 16 channels
-            text_encoder=_tiny_clip(True, 768), tokenizer=_tiny_tokenizer(77),     # pooled 768 + 1280 = 2048
-            text_encoder_2=_tiny_clip(True, 1280), tokenizer_2=_tiny_tokenizer(77),
-            text_encoder_3=_tiny_t5(d_model=4096), tokenizer_3=_tiny_tokenizer(512))
+            vae=image_vae(latent_channels=16, blocks=4),                     # 8x downsampling, 16 channels
+            text_encoder=clip_encoder(True, 768), tokenizer=tokenizer(77),     # pooled 768 + 1280 = 2048
+            text_encoder_2=clip_encoder(True, 1280), tokenizer_2=tokenizer(77),
+            text_encoder_3=t5_encoder(d_model=4096), tokenizer_3=tokenizer(512))
     if cfg.family == "wan":
         return WanPipeline(
             transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
             vae=AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                  temperal_downsample=[False, True, True],
                                  latents_mean=[0.0] * 16, latents_std=[1.0] * 16),
-            text_encoder=_tiny_t5(umt5=True, d_model=4096), tokenizer=_tiny_tokenizer(512))
+            text_encoder=t5_encoder(umt5=True, d_model=4096), tokenizer=tokenizer(512))
     raise ValueError(f"gpu_check covers the sd3 and wan families, not {cfg.family!r}")
 
 
 def forward_flops(tr: Trainer) -> float:
     """FLOPs of one transformer forward on one sample (x2 with CFG), counted by torch."""
     pol = tr.policy
-    x = torch.randn(1, *tr.latent_shape, device=tr.acc.device)
+    x = torch.randn(1, *tr.spec.latent_shape, device=tr.acc.device)
     cond = pol.encode_prompts(["a red circle"])
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         pol.velocity(x, torch.full((1,), 0.5, device=x.device), cond)

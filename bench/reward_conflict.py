@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from otca_lib.advantage import group_advantages
+from otca_lib.groups import group_advantages
 from otca_lib.commands import load
 from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if a.model and a.checkpoint:
         ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
     cfg, policy = load(a.preset, a.checkpoint, a.model)
-    video = cfg.frames > 0
+    video = cfg.is_video
     train = read_prompts(cfg.train_prompts)
     prompts = train[:: max(1, len(train) // a.prompts)][: a.prompts]
     batch = [p for p in prompts for _ in range(a.group)]

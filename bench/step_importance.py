@@ -13,24 +13,23 @@ notebook 02's measurement, for any ShapesWorld preset, as a script.
 """
 import argparse
 import sys
-from functools import partial
 
 import torch
 
 from otca_lib.commands import load
 from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
-from otca_lib.sde import STEPS, ode_step
+from otca_lib.sde import ode_step
 from otca_lib.seeds import Stream, generator
 from otca_lib.prompts import read_prompts
 
 
-def finish_from(policy, x, k, sigmas, cond, step, gen: torch.Generator) -> torch.Tensor:
+def finish_from(policy, x, k, sigmas, cond, sde, gen: torch.Generator) -> torch.Tensor:
     """From states x [N, ...] at step k: one fresh stochastic step, then ODE to the end; -> final states."""
     for t in range(k, len(sigmas) - 1):
         v = policy.velocity(x, sigmas[t].expand(x.shape[0]), cond)
         if t == k:
-            x = step(x, v, sigmas[t], sigmas[t + 1], noise=torch.randn(x.shape, generator=gen).to(x.device)).x_next
+            x = sde.step(x, v, sigmas[t], sigmas[t + 1], noise=torch.randn(x.shape, generator=gen).to(x.device)).x_next
         else:
             x = ode_step(x, v, sigmas[t], sigmas[t + 1]).x_next
     return x
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
     if a.model and a.checkpoint:
         ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
     cfg, policy = load(a.preset, a.checkpoint, a.model)
-    video = cfg.frames > 0
+    video = cfg.is_video
     test = read_prompts(cfg.test_prompts)
     order = torch.randperm(len(test), generator=generator(a.seed, Stream.SUBSET))   # a seeded random subset
     prompts = [test[i] for i in order[: a.trajectories].tolist()]
@@ -58,14 +57,13 @@ def main(argv=None) -> int:
     ro = sde_rollout(policy, cfg, prompts, a.seed)
     names = [n for n in shapesworld_objectives(cfg.rewards, video) if not n.endswith("_alignment")]
     fns = build_rewards(names)
-    step = partial(STEPS[cfg.sde], noise_level=cfg.noise_level)
     R, P = a.repeats, len(prompts)
     batch = [p for p in prompts for _ in range(R)]
     cond = policy.encode_prompts(batch)
     spread = torch.zeros(T - 1, len(names))                    # [k, objective]: mean over prompts of the std over repeats
     for k in range(T - 1):
         x = ro.states[:, k].repeat_interleave(R, 0)
-        final = finish_from(policy, x, k, sigmas.to(x.device), cond, step, generator(a.seed, Stream.RENOISE, k))
+        final = finish_from(policy, x, k, sigmas.to(x.device), cond, ro.spec.sde, generator(a.seed, Stream.RENOISE, k))
         r = reward(fns, policy.decode(final), batch)
         for j, n in enumerate(names):
             spread[k, j] = r[n].view(P, R).std(1).mean()

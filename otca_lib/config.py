@@ -11,22 +11,32 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
-FAMILIES = ("sd3", "flux", "wan", "sd3-x0", "wan-x0")
-TRAIN_STEP_RULES = ("all", "random", "window")
-DTYPES = ("float32", "bfloat16", "float16")
-TCD_SPACES = ("latent", "x0_hat")
+from .sde import SDE_STEPS, SDEKind
+from .steps import TRAIN_STEP_RULES, TrainedSteps, TrainStepRule
+
+if TYPE_CHECKING:
+    from .credit import CreditMethod
+
+Family = Literal["sd3", "flux", "wan", "sd3-x0", "wan-x0"]
+FAMILIES = get_args(Family)           # policy.POLICIES has one adapter each (tests/test_policy.py)
+VIDEO_FAMILIES = ("wan", "wan-x0")    # the families whose samples have frames (Policy.is_video)
+DType = Literal["float32", "bfloat16", "float16"]
+DTYPES = get_args(DType)
+TCDSpace = Literal["latent", "x0_hat"]
+TCD_SPACES = get_args(TCDSpace)
 
 
 @dataclass
 class Config:
     # ----- model -----
-    family: str = "sd3"
+    family: Family = "sd3"
     """Pipeline family: 'sd3' (StableDiffusion3Pipeline), 'flux' (FluxPipeline), 'wan' (WanPipeline, video),
     'sd3-x0' / 'wan-x0' (the same pipelines with a transformer that predicts x0, as the ShapesWorld models do)."""
     model: str = "tiny-sd3"
     """Hub id or local folder passed to the pipeline's from_pretrained; 'tiny-<family>' builds a tiny random-init pipeline offline."""
-    dtype: str = "float32"
+    dtype: DType = "float32"
     """Weights and activations dtype of the frozen model ('bfloat16' on GPUs); SDE math is always float32."""
     lora_rank: int = 0
     """LoRA rank of the trained adapter; 0 trains all transformer weights (only sensible for tiny models)."""
@@ -46,11 +56,11 @@ class Config:
     """Denoising steps of a training rollout."""
     eval_num_steps: int = 10
     """Denoising steps of the deterministic (ODE) evaluation samples."""
-    sde: str = "flow_grpo"
+    sde: SDEKind = "flow_grpo"
     """Stochastic step: 'flow_grpo' (noise level a), 'dance' (constant eta), 'cps' (coefficient-preserving); see sde.py."""
     noise_level: float = 0.7
     """The SDE's noise knob: a for flow_grpo / cps, eta for dance."""
-    train_steps: str = "all"
+    train_steps: TrainStepRule = "all"
     """Which steps are stochastic and trained (the others and the final step use the ODE): 'all', 'random' (a fresh fraction each iteration, DanceGRPO), 'window' (a sliding window, MixGRPO)."""
     train_fraction: float = 0.6
     """Fraction of steps trained per iteration when train_steps='random'."""
@@ -78,7 +88,7 @@ class Config:
     # ----- reward -> advantage -----
     rewards: dict = field(default_factory=lambda: {"brightness": 1.0})
     """Reward names (see rewards.py registry) and their weights."""
-    credit: str = "grpo"
+    credit: CreditMethod = "grpo"
     """Credit assignment method (credit.py) turning per-reward advantages into a [B, T] tensor."""
     global_std: bool = False
     """Normalise advantages by the batch std instead of each group's std."""
@@ -88,7 +98,7 @@ class Config:
     """Advantages are clipped to [-adv_clip, adv_clip]."""
 
     # ----- credit assignment knobs (credit.py; docs/algorithm.md section 3) -----
-    tcd_space: str = "latent"
+    tcd_space: TCDSpace = "latent"
     """TCD measures progress towards the final sample on the states ('latent', the review's reading) or on the predicted clean samples ('x0_hat', CoCA's)."""
     tcd_window: int = 1
     """TCD averages the gains over windows of this many consecutive steps (1 = per step)."""
@@ -150,6 +160,11 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def is_video(self) -> bool:
+        """Whether samples are videos (B, C, F, H, W): frames > 0, which validate() ties to the video families."""
+        return self.frames > 0
 
 
 # ----------------------------------------------------------------------------- presets
@@ -348,27 +363,17 @@ def apply_overrides(c: Config, items: list[str]) -> Config:
 
 
 # ----------------------------------------------------------------------------- batch arithmetic
-def num_trained_steps(c: Config) -> int:
-    """Stochastic, trained steps per rollout. The final step is always an ODE step: the sample that is
-    decoded and rewarded then carries no injected noise (and CPS's last step has std 0)."""
-    candidates = c.num_steps - 1
-    if c.train_steps == "all":
-        return candidates
-    if c.train_steps == "random":
-        return max(1, round(c.train_fraction * candidates))
-    return min(c.window_size, candidates)
-
-
 def batch_arithmetic(c: Config, num_processes: int) -> dict[str, int]:
     """The derived sizes of one iteration; :func:`validate` checks that they divide evenly."""
     samples = c.prompts_per_iteration * c.group_size
     per_process = samples // num_processes
-    pairs = per_process * num_trained_steps(c)
+    trained = TrainedSteps.from_config(c).count
+    pairs = per_process * trained
     return {
         "num_processes": num_processes,
         "samples_per_iteration": samples,
         "samples_per_process": per_process,
-        "trained_steps_per_sample": num_trained_steps(c),
+        "trained_steps_per_sample": trained,
         "pairs_per_process": pairs,
         "pairs_per_optimizer_step": pairs // c.optimizer_steps_per_iteration,
         "micro_batches_per_optimizer_step": -(-(pairs // c.optimizer_steps_per_iteration) // c.train_micro_batch),
@@ -380,7 +385,6 @@ def validate(c: Config, num_processes: int = 1) -> None:
     """Raise ValueError listing every problem of the config, before any compute."""
     from .credit import CREDIT_METHODS
     from .rewards import REWARDS
-    from .sde import STEPS
 
     errors = []
 
@@ -390,7 +394,7 @@ def validate(c: Config, num_processes: int = 1) -> None:
 
     need(c.family in FAMILIES, f"family must be one of {FAMILIES}, got {c.family!r}")
     need(c.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {c.dtype!r}")
-    need(c.sde in STEPS and c.sde != "ode", f"sde must be one of {[k for k in STEPS if k != 'ode']}, got {c.sde!r}")
+    need(c.sde in SDE_STEPS, f"sde must be one of {list(SDE_STEPS)}, got {c.sde!r}")
     need(c.train_steps in TRAIN_STEP_RULES, f"train_steps must be one of {TRAIN_STEP_RULES}, got {c.train_steps!r}")
     need(c.credit in CREDIT_METHODS, f"unknown credit method {c.credit!r}; choose one of {sorted(CREDIT_METHODS)}")
     need(bool(c.rewards), "rewards is empty: give at least one, e.g. --set 'rewards={\"brightness\": 1.0}'")
@@ -430,7 +434,7 @@ def validate(c: Config, num_processes: int = 1) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             errors.append(f"{f.name} must be finite, got {value}")
     need(c.height > 0 and c.width > 0 and c.frames >= 0, "height, width must be > 0 and frames >= 0")
-    need((c.frames > 0) == c.family.startswith("wan"), "frames > 0 exactly for the video families 'wan', 'wan-x0'")
+    need(c.is_video == (c.family in VIDEO_FAMILIES), "frames > 0 exactly for the video families " + ", ".join(map(repr, VIDEO_FAMILIES)))
     need(c.iterations >= 1, "iterations must be >= 1")
     need(c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
          "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1")
@@ -439,7 +443,7 @@ def validate(c: Config, num_processes: int = 1) -> None:
     need(samples % num_processes == 0,
          f"prompts_per_iteration x group_size = {samples} samples must divide evenly over {num_processes} processes")
     if not errors:
-        pairs = samples // num_processes * num_trained_steps(c)
+        pairs = samples // num_processes * TrainedSteps.from_config(c).count
         need(pairs % c.optimizer_steps_per_iteration == 0,
              f"{pairs} (sample, step) pairs per process do not split into {c.optimizer_steps_per_iteration} optimizer steps")
     if errors:

@@ -1,4 +1,4 @@
-"""Credit assignment (phase 3 of an iteration: sample -> reward -> advantage -> update).
+"""Credit assignment: phase 3 of an iteration (sample -> reward -> advantage -> update), ``advantage(method, inp)``.
 
 A credit method turns the per-objective rewards of the global batch into advantages for this
 process's (sample, trained step) pairs: a [B, K] tensor, or [B, K, R] when each of the R objectives
@@ -27,11 +27,12 @@ keeps its meaning whatever the method.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
-from .advantage import group_advantages
+from .groups import group_advantages
 from .seeds import Stream, unit_uniform
 
 
@@ -277,6 +278,9 @@ def _step_diag(W: torch.Tensor, trained: torch.Tensor) -> dict:
 
 CREDIT_METHODS = {f.__name__: f for f in (grpo, per_reward, gdpo, per_reward_loss, noise_weighted, tcd, moca,
                                           otca, otca_objective)}
+CreditMethod = Literal["grpo", "per_reward", "gdpo", "per_reward_loss", "noise_weighted", "tcd", "moca", "otca",
+                       "otca_objective"]  # the config field's type: the names of CREDIT_METHODS
+assert get_args(CreditMethod) == tuple(CREDIT_METHODS)
 
 
 def advantage(method: str, inp: CreditInput):

@@ -47,7 +47,7 @@ def table(summary: dict[str, dict]) -> str:
 
 def reward_names(cfg) -> list[str]:
     """The preset's rewards, plus every ShapesWorld objective of its level for ShapesWorld presets."""
-    return list(dict.fromkeys([*cfg.rewards, *shapesworld_objectives(cfg.rewards, cfg.frames > 0)]))
+    return list(dict.fromkeys([*cfg.rewards, *shapesworld_objectives(cfg.rewards, cfg.is_video)]))
 
 
 @command

@@ -13,8 +13,8 @@ with H, W the latent (VAE-downsampled) size. Conditioning is a dict of
 batch-first tensors from `encode_prompts`, so generic code can cat/index it.
 
 `load_policy(family, model)` builds a policy from a hub id or a local folder;
-the model names "tiny-sd3", "tiny-flux", "tiny-wan" build tiny random pipelines
-of the real classes, offline, for tests and CPU demos.
+the model names "tiny-sd3", "tiny-flux", "tiny-wan", "tiny-sd3-pixel" build tiny random pipelines
+of the real classes, offline, for tests and CPU demos (tiny.py).
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import contextlib
 import copy
 import inspect
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import (
-    AutoencoderKL,
-    AutoencoderKLWan,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
@@ -41,23 +38,10 @@ from diffusers import (
 )
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from peft import LoraConfig
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    PreTrainedTokenizerFast,
-    T5Config,
-    T5EncoderModel,
-    UMT5Config,
-    UMT5EncoderModel,
-)
 
 from .checksums import SUMS, first_mismatch
 from .seeds import Stream, sample_seed
-
-# offline random pipelines; "tiny-sd3-pixel" has no VAE: its state is the image itself
-TINY_MODELS = {"tiny-sd3": "sd3", "tiny-flux": "flux", "tiny-wan": "wan", "tiny-sd3-pixel": "sd3"}
+from .tiny import TINY_MODELS, tiny_pipeline
 
 # Default LoRA targets (each family's `lora_targets`): the attention projections, plus the joint-attention
 # context projections of SD3/Flux and, for Wan, the feed-forward layers; names checked against the diffusers classes.
@@ -574,7 +558,7 @@ def load_policy(
             pipeline.to(dtype=dtype)
     else:
         # Wan's VAE is meant to run in float32 whatever the transformer dtype (diffusers examples).
-        dtypes = {"default": dtype, "vae": torch.float32} if family.startswith("wan") else dtype
+        dtypes = {"default": dtype, "vae": torch.float32} if POLICIES[family].is_video else dtype
         # a path, not a hub id ('org/name'), that is not there: say so (not "the hub is unreachable")
         if (Path(model).is_absolute() or model.startswith(".") or model.count("/") > 1) and not Path(model).is_dir():
             shipped = ("data/README.md lists the shipped ShapesWorld models and the `python -m otca_lib.pretrain ...` "
@@ -627,138 +611,3 @@ def policy_from_pipeline(family: str, pipeline, *, device="cpu", lora_rank: int 
                 p.data = p.data.float()
     return POLICIES[family](pipeline, keep_reference=keep_reference, denoiser=denoiser,
                             max_sequence_length=max_sequence_length)
-
-
-# ----------------------------------------------------------------------------
-# Tiny random pipelines (offline, deterministic) for tests and CPU demos.
-
-def word_vocab(words) -> dict[str, int]:
-    """A word-level vocabulary with the special tokens the tiny tokenizers and text encoders expect first."""
-    return {tok: i for i, tok in enumerate(["<pad>", "</s>", "<unk>", *dict.fromkeys(words)])}
-
-
-_TINY_WORDS = (
-    "a an the of and with in on at by over under top bottom middle , . photo painting drawing picture image video "
-    "cat dog bird fish horse car tree house roof chair table bowl fruit flower mountain mountains river lake sea "
-    "sky sun moon star night city street field forest beach boat man woman child background circle square "
-    "triangle red green blue yellow orange purple black white small big old new happy running flying sitting parked"
-).split()
-_TINY_VOCAB = word_vocab(_TINY_WORDS)
-
-
-def _tiny_tokenizer(model_max_length: int, vocab: dict | None = None):
-    """Lowercase word-level tokenizer ending every sequence with </s> (CLIP pools there, T5 expects it)."""
-    tok = Tokenizer(models.WordLevel(vocab=vocab or _TINY_VOCAB, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, model_max_length=model_max_length,
-        pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-    )
-
-
-def _tiny_clip(with_projection: bool, projection_dim: int = 16):
-    config = CLIPTextConfig(
-        vocab_size=len(_TINY_VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=77, projection_dim=projection_dim,
-        pad_token_id=0, eos_token_id=1, bos_token_id=1,  # pooled output is read at the first </s>
-    )
-    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
-
-
-def _tiny_t5(umt5: bool = False, d_model: int = 32):
-    kwargs = dict(
-        vocab_size=len(_TINY_VOCAB), d_model=d_model, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
-        relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-    )
-    return UMT5EncoderModel(UMT5Config(**kwargs)) if umt5 else T5EncoderModel(T5Config(**kwargs))
-
-
-def _tiny_image_vae(latent_channels: int = 4, blocks: int = 3):
-    # 3 blocks -> vae_scale_factor 4: 32x32 px <-> 8x8 latents with 4 channels.
-    return AutoencoderKL(
-        block_out_channels=(8,) * blocks, down_block_types=("DownEncoderBlock2D",) * blocks,
-        up_block_types=("UpDecoderBlock2D",) * blocks, latent_channels=latent_channels, norm_num_groups=4,
-        layers_per_block=1, sample_size=32, scaling_factor=1.5, shift_factor=0.1,
-    )
-
-
-def tiny_pipeline(family: str, seed: int = 0):
-    """A tiny random-init pipeline of the family's real classes (float32, CPU, eval mode).
-
-    family: "sd3", "flux", "wan", or "sd3-pixel" (an SD3 transformer on 32x32 RGB pixels, no VAE:
-    what a reward sees is what the transformer makes, so even simple rewards are learnable).
-    """
-    with torch.random.fork_rng(devices=[]):  # deterministic without touching the caller's RNG
-        torch.manual_seed(seed)
-        if family == "sd3-pixel":
-            pipe = StableDiffusion3Pipeline(
-                transformer=SD3Transformer2DModel(
-                    sample_size=32, patch_size=4, in_channels=3, out_channels=3, num_layers=2,
-                    attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                    caption_projection_dim=32, pooled_projection_dim=32, pos_embed_max_size=8,
-                ),
-                scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
-                vae=None,
-                text_encoder=_tiny_clip(True), tokenizer=_tiny_tokenizer(77),
-                text_encoder_2=_tiny_clip(True), tokenizer_2=_tiny_tokenizer(77),
-                text_encoder_3=_tiny_t5(), tokenizer_3=_tiny_tokenizer(512),
-            )
-        elif family == "sd3":
-            pipe = StableDiffusion3Pipeline(
-                transformer=SD3Transformer2DModel(
-                    sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
-                    attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                    caption_projection_dim=32, pooled_projection_dim=32, pos_embed_max_size=16,
-                ),
-                scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                vae=_tiny_image_vae(),
-                text_encoder=_tiny_clip(True), tokenizer=_tiny_tokenizer(77),
-                text_encoder_2=_tiny_clip(True), tokenizer_2=_tiny_tokenizer(77),
-                text_encoder_3=_tiny_t5(), tokenizer_3=_tiny_tokenizer(512),
-            )
-        elif family == "flux":
-            pipe = FluxPipeline(
-                transformer=FluxTransformer2DModel(
-                    patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-                    num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16,
-                    guidance_embeds=True, axes_dims_rope=(4, 6, 6),
-                ),
-                scheduler=FlowMatchEulerDiscreteScheduler(
-                    shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                    base_image_seq_len=256, max_image_seq_len=4096,
-                ),
-                vae=_tiny_image_vae(),
-                text_encoder=_tiny_clip(False), tokenizer=_tiny_tokenizer(77),
-                text_encoder_2=_tiny_t5(), tokenizer_2=_tiny_tokenizer(512),
-            )
-        elif family == "wan":
-            pipe = WanPipeline(
-                transformer=WanTransformer3DModel(
-                    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4,
-                    out_channels=4, text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=32,
-                ),
-                scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                # 3 spatial (8x) and 2 temporal (4x) downsamplings: 9 frames of 32x32 px -> (4, 3, 4, 4).
-                vae=AutoencoderKLWan(
-                    base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                    temperal_downsample=[False, True, True],
-                    latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.5, 0.8, 1.2, 1.0],
-                ),
-                text_encoder=_tiny_t5(umt5=True), tokenizer=_tiny_tokenizer(512),
-            )
-        else:
-            raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
-    for module in pipe.components.values():
-        if isinstance(module, torch.nn.Module):
-            module.eval()
-    return pipe
-
-
-def save_tiny_pipeline(family: str, folder: str | None = None, seed: int = 0) -> str:
-    """Write tiny_pipeline(family, seed) to `folder` (a new temp dir if None) for load_policy(family, folder)."""
-    folder = folder or tempfile.mkdtemp(prefix=f"tiny-{family}-")
-    tiny_pipeline(family, seed).save_pretrained(folder)
-    return folder

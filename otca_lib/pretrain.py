@@ -59,11 +59,12 @@ from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, S
 
 from . import shapesworld as sw
 from . import shapesworld2 as sw2
-from .policy import ModelNotAvailable, _tiny_tokenizer, policy_from_pipeline, verify_sha256sums, word_vocab
 from .checksums import write_sha256sums
+from .policy import ModelNotAvailable, policy_from_pipeline, verify_sha256sums
 from .rewards import build_rewards, reward
-from .sample import sample
+from .sample import RolloutSpec, sample
 from .seeds import Stream, generator, sample_seed
+from .tiny import tokenizer, word_vocab
 
 VOCAB = word_vocab(["a", "at", "the", "moving", *sw.SIZES, *sw.COLORS, *sw.SHAPES,
                     *(w for p in sw.POSITIONS for w in p.split()), *sw.DIRECTIONS])
@@ -98,8 +99,8 @@ def image_pipeline(seed: int = 0, vocab: dict = VOCAB) -> StableDiffusion3Pipeli
         # (2 x 32 = pooled_projection_dim); without a T5 it appends MAX_TOKENS zero tokens.
         return StableDiffusion3Pipeline(
             transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=None,
-            text_encoder=_clip(32, 32, vocab), tokenizer=_tiny_tokenizer(MAX_TOKENS, vocab),
-            text_encoder_2=_clip(32, 32, vocab), tokenizer_2=_tiny_tokenizer(MAX_TOKENS, vocab),
+            text_encoder=_clip(32, 32, vocab), tokenizer=tokenizer(MAX_TOKENS, vocab),
+            text_encoder_2=_clip(32, 32, vocab), tokenizer_2=tokenizer(MAX_TOKENS, vocab),
             text_encoder_3=None, tokenizer_3=None)
 
 
@@ -117,7 +118,7 @@ def video_pipeline(seed: int = 0) -> WanPipeline:
             vocab_size=len(VOCAB), d_model=64, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
             relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
             pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-        return WanPipeline(tokenizer=_tiny_tokenizer(MAX_TOKENS, VOCAB), text_encoder=text_encoder,
+        return WanPipeline(tokenizer=tokenizer(MAX_TOKENS, VOCAB), text_encoder=text_encoder,
                            transformer=transformer, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
 
 
@@ -219,9 +220,8 @@ def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0, devi
     kind = kind or ("video" if isinstance(pipe, WanPipeline) else "image")
     policy = policy_from_pipeline(KINDS[kind][1], pipe, device=device, keep_reference=False, max_sequence_length=MAX_TOKENS)
     frames = sw.FRAMES if kind == "video" else None
-    ro = sample(policy, captions, sigmas=policy.sigmas(num_steps, sw.H, sw.W), trained=torch.empty(0, dtype=torch.long),
-                seeds=[sample_seed(seed, Stream.EVAL, i) for i in range(len(captions))],
-                latent_shape=policy.latent_shape(sw.H, sw.W, frames), batch_size=64)
+    spec = RolloutSpec(policy.sigmas(num_steps, sw.H, sw.W), policy.latent_shape(sw.H, sw.W, frames), batch_size=64)
+    ro = sample(policy, captions, spec, seeds=[sample_seed(seed, Stream.EVAL, i) for i in range(len(captions))])
     pixels = ro.pixels.cpu()
     return {k: float(v.mean()) for k, v in reward(build_rewards(EVAL_REWARDS[kind]), pixels, captions).items()}
 
@@ -273,7 +273,7 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
         due = (step > start_step and step % eval_every_steps == 0) if eval_every_steps else elapsed >= eval_every * (len(history) + 1)
         if due or done:
             eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
-            _load(eval_pipe, ema)
+            _copy_weights(eval_pipe, ema)
             row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": None if loss is None else round(float(loss.detach()), 4),
                    **evaluate(eval_pipe, test_caps, seed=seed, device=device, kind=kind)}
             history.append(row)
@@ -352,7 +352,7 @@ def load_init(pipe, folder: Path, kind: str) -> int:
     return int(meta["held_out"]["step"])
 
 
-def _load(pipe, modules):
+def _copy_weights(pipe, modules):
     """Copy the weights of [transformer, text_encoder, text_encoder_2] modules into the pipeline's."""
     for m, src in zip(_modules(pipe), modules):
         m.load_state_dict(src.state_dict())

@@ -59,7 +59,7 @@ def _unavailable(key: str, ident: str, err: Exception) -> RewardModelUnavailable
         f"`build_reward(name, source=DIR)` in Python. Underlying error: {type(err).__name__}: {str(err)[:200]}")
 
 
-def _load(key: str, ident: str, loader: Callable):
+def _load_or_explain(key: str, ident: str, loader: Callable):
     try:
         return loader(ident)
     except (OSError, ValueError) as e:  # hub / cache misses are OSError; a bad local folder may be either
@@ -80,7 +80,7 @@ def _resolve_file(key: str, ident: str) -> str:
         return os.path.join(ident, cands[0])
     from huggingface_hub import hf_hub_download
     repo, _, fname = ident.partition(":")
-    return _load(key, ident, lambda _: hf_hub_download(repo, fname or default_name))
+    return _load_or_explain(key, ident, lambda _: hf_hub_download(repo, fname or default_name))
 
 
 def load_state_dict_file(path: str) -> dict:
@@ -123,7 +123,7 @@ def _image_settings(ident: str) -> dict:
                 std=tuple(cfg.get("image_std", OPENAI_STD)))
 
 
-def _frames(pixels: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _as_images(pixels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(B, 3, H, W) or (B, 3, F, H, W) -> ((B*F, 3, H, W), F)."""
     if pixels.ndim == 4:
         return pixels, 1
@@ -134,13 +134,13 @@ def _default_dtype(device: torch.device, dtype):
     return dtype or (torch.float16 if torch.device(device).type == "cuda" else torch.float32)
 
 
-_CACHE: dict = {}  # loaded backbones; clear() it to free them
+_BACKBONES: dict = {}  # loaded backbones; clear() it to free them
 
 
 def _cached(key, make):
-    if key not in _CACHE:
-        _CACHE[key] = make()
-    return _CACHE[key]
+    if key not in _BACKBONES:
+        _BACKBONES[key] = make()
+    return _BACKBONES[key]
 
 
 # ------------------------------------------------------------------------------------------ CLIP-style scorers
@@ -170,7 +170,7 @@ class ClipEmbedder:
         return emb[torch.tensor([uniq.index(p) for p in prompts], device=emb.device)]
 
 
-def _finish(model, device, dtype):
+def _frozen_on(model, device, dtype):
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
@@ -192,16 +192,16 @@ def load_clip(key: str = "clip", source: str | None = None, processor_source: st
         pkey, pident = (processor_key or key), (processor_source or ident)
 
     def make():
-        model = _load(key, ident, lambda s: CLIPModel.from_pretrained(s, dtype=dtype))
-        tok = _load(pkey, pident, AutoTokenizer.from_pretrained)
-        return ClipEmbedder(_finish(model, device, dtype), tok, _load(pkey, pident, _image_settings))
+        model = _load_or_explain(key, ident, lambda s: CLIPModel.from_pretrained(s, dtype=dtype))
+        tok = _load_or_explain(pkey, pident, AutoTokenizer.from_pretrained)
+        return ClipEmbedder(_frozen_on(model, device, dtype), tok, _load_or_explain(pkey, pident, _image_settings))
     return _cached(("clip", key, ident, pident, str(device), dtype), make)
 
 
-def _per_frame(score: Callable[[torch.Tensor, list], torch.Tensor]):
+def _image_score_to_reward(score: Callable[[torch.Tensor, list], torch.Tensor]):
     """Lift a per-image score [N] to the rewards interface: a video scores the mean over its frames."""
     def fn(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
-        frames, f = _frames(pixels)
+        frames, f = _as_images(pixels)
         per = score(frames, [p for p in prompts for _ in range(f)])
         return per.view(-1, f).mean(1).float().to(pixels.device)
     return fn
@@ -210,14 +210,14 @@ def _per_frame(score: Callable[[torch.Tensor, list], torch.Tensor]):
 def clip_score(device="cpu", dtype=None, source=None, processor_source=None):
     """Cosine similarity (raw, not x100) of CLIP ViT-L/14 image and prompt embeddings, in [-1, 1]; ~0.15-0.40."""
     clip = load_clip("clip", source, processor_source, device, dtype)
-    return _per_frame(lambda x, p: (clip.image_embeds(x) * clip.text_embeds(p)).sum(-1))
+    return _image_score_to_reward(lambda x, p: (clip.image_embeds(x) * clip.text_embeds(p)).sum(-1))
 
 
 def pickscore(device="cpu", dtype=None, source=None, processor_source=None):
     """PickScore v1: logit_scale (~100) x cosine of the fine-tuned CLIP-H embeddings; ~18-24 for typical images."""
     clip = load_clip("pickscore", source, processor_source, device, dtype, processor_key="clip_h_processor")
     scale = float(clip.model.logit_scale.exp())
-    return _per_frame(lambda x, p: scale * (clip.image_embeds(x) * clip.text_embeds(p)).sum(-1))
+    return _image_score_to_reward(lambda x, p: scale * (clip.image_embeds(x) * clip.text_embeds(p)).sum(-1))
 
 
 # ------------------------------------------------------------------------------------------------- aesthetic
@@ -241,14 +241,14 @@ def load_aesthetic_head(source=None, device="cpu") -> AestheticHead:
         sd = load_state_dict_file(_resolve_file("aesthetic_head", ident))
         head = AestheticHead(sd["layers.0.weight"].shape[1])
         head.load_state_dict(sd)
-        return _finish(head, device, torch.float32)
+        return _frozen_on(head, device, torch.float32)
     return _cached(("aesthetic", ident, str(device)), make)
 
 
 def aesthetic(device="cpu", dtype=None, source=None, clip_source=None):
     """LAION aesthetic score (~1-10): the MLP on the unit-norm CLIP ViT-L/14 image embedding (fp32 head)."""
     clip, head = load_clip("clip", clip_source, None, device, dtype), load_aesthetic_head(source, device)
-    return _per_frame(lambda x, p: head(clip.image_embeds(x)))
+    return _image_score_to_reward(lambda x, p: head(clip.image_embeds(x)))
 
 
 # --------------------------------------------------------------------------------------------------- HPSv2.1
@@ -333,19 +333,19 @@ def load_hpsv21(source=None, processor_source=None, device="cpu", dtype=None, co
 
     def make():
         if os.path.isfile(os.path.join(ident, "config.json")):
-            model = _load("hpsv21", ident, lambda s: CLIPModel.from_pretrained(s, dtype=dtype))
+            model = _load_or_explain("hpsv21", ident, lambda s: CLIPModel.from_pretrained(s, dtype=dtype))
         else:
             sd = open_clip_to_hf_clip(load_state_dict_file(_resolve_file("hpsv21", ident)))
             model = _from_state_dict(CLIPModel, config or vit_h14_config(), sd, "HPS")
-        tok = _load(pkey, pident, AutoTokenizer.from_pretrained)
-        return ClipEmbedder(_finish(model, device, dtype), tok, _load(pkey, pident, _image_settings))
+        tok = _load_or_explain(pkey, pident, AutoTokenizer.from_pretrained)
+        return ClipEmbedder(_frozen_on(model, device, dtype), tok, _load_or_explain(pkey, pident, _image_settings))
     return _cached(("hps", ident, pident, str(device), dtype, id(config)), make)
 
 
 def hpsv21(device="cpu", dtype=None, source=None, processor_source=None, config=None):
     """HPSv2.1: cosine of the unit-norm image and prompt embeddings (as HPS's own scorer), ~0.20-0.35."""
     hps = load_hpsv21(source, processor_source, device, dtype, config)
-    return _per_frame(lambda x, p: (hps.image_embeds(x) * hps.text_embeds(p)).sum(-1))
+    return _image_score_to_reward(lambda x, p: (hps.image_embeds(x) * hps.text_embeds(p)).sum(-1))
 
 
 # ---------------------------------------------------------------------------------------------- ImageReward
@@ -431,9 +431,9 @@ def load_imagereward(source=None, tokenizer_source=None, device="cpu", dtype=Non
         over = {k: v for k, v in json.load(open(med)).items() if k in keys} if os.path.isfile(med) else {}
         cfg = config or imagereward_config(over)
         sd = imagereward_to_hf(load_state_dict_file(_resolve_file("imagereward", ident)))
-        model = _finish(_from_state_dict(ImageRewardModel, cfg, sd, "ImageReward"), device, dtype)
+        model = _frozen_on(_from_state_dict(ImageRewardModel, cfg, sd, "ImageReward"), device, dtype)
         model.head.float()
-        return model, _load("bert_tokenizer", tident, AutoTokenizer.from_pretrained)
+        return model, _load_or_explain("bert_tokenizer", tident, AutoTokenizer.from_pretrained)
     return _cached(("imagereward", ident, tident, str(device), dtype, id(config)), make)
 
 
@@ -450,7 +450,7 @@ def imagereward(device="cpu", dtype=None, source=None, tokenizer_source=None, co
             px = preprocess(x.to(p_device), vcfg.image_size, vcfg.image_size, dtype=p_dtype)
             out.append(model(px, t.input_ids, t.attention_mask))
         return torch.cat(out)
-    return _per_frame(score)
+    return _image_score_to_reward(score)
 
 
 # ------------------------------------------------------------------------------------------------------ video
@@ -462,7 +462,7 @@ def video_consistency(device="cpu", dtype=None, source=None, processor_source=No
     clip = load_clip("clip", source, processor_source, device, dtype)
 
     def fn(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
-        frames, f = _frames(pixels)
+        frames, f = _as_images(pixels)
         if f == 1:
             return torch.ones(pixels.shape[0], device=pixels.device)
         e = clip.image_embeds(frames).view(pixels.shape[0], f, -1)
@@ -476,7 +476,7 @@ def video_motion(device="cpu", dtype=None, source=None, scale: float = 0.05, max
     pixel space (frames area-downsampled to <= ``max_side`` px, which damps pixel noise). 0 for a static video
     or an image; saturates so that flicker cannot win without bound. Model-free (``source`` is ignored)."""
     def fn(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
-        frames, f = _frames(pixels.float().clamp(0, 1))
+        frames, f = _as_images(pixels.float().clamp(0, 1))
         if f == 1:
             return torch.zeros(pixels.shape[0], device=pixels.device)
         h, w = frames.shape[-2:]

@@ -6,7 +6,7 @@ maps a name to a factory ``make(device) -> fn``; :func:`build_rewards` builds th
 and :func:`reward` evaluates them all into a dict ``{name: [B]}``.
 
 A reward may return NaN or inf for a sample it cannot score; the advantage phase excludes such
-samples from their group (advantage.py) and the trainer counts them.
+samples from their group (groups.py) and the trainer counts them.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ is batched.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,8 +25,29 @@ import torch
 from .commands import command, load
 from .media import write_samples
 from .prompts import read_prompts
-from .sde import STEPS, ode_step
+from .sde import SDE, ode_step
 from .seeds import Stream, generator, sample_seed
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How rollouts are drawn, built once from the config (:func:`rollout_spec`): the schedule, the sample shape,
+    the stochastic step of the trained steps, guidance and batching. Which steps are trained changes from
+    iteration to iteration (steps.TrainedSteps) and is passed to :func:`sample` on its own."""
+    sigmas: torch.Tensor          # [T + 1] float32, s_0 = 1 (or the scheduler's first level) ... s_T = 0
+    latent_shape: tuple           # L = (C, H, W) for images, (C, F, H, W) for videos
+    sde: SDE | None = None        # the step of the trained steps; None: deterministic samples (every step ODE)
+    guidance_scale: float = 1.0   # classifier-free guidance; 1 disables it (no unconditional half)
+    batch_size: int = 8           # samples per transformer call
+
+
+def rollout_spec(cfg, policy, *, evaluation: bool = False) -> RolloutSpec:
+    """A config's training rollouts (num_steps, its SDE) or, with ``evaluation``, its deterministic held-out
+    samples (eval_num_steps, ODE only): the same size, guidance and batch size."""
+    num_steps = cfg.eval_num_steps if evaluation else cfg.num_steps
+    return RolloutSpec(policy.sigmas(num_steps, cfg.height, cfg.width),
+                       policy.latent_shape(cfg.height, cfg.width, cfg.frames or None),
+                       None if evaluation else SDE(cfg.sde, cfg.noise_level), cfg.guidance_scale, cfg.rollout_batch_size)
 
 
 @dataclass
@@ -35,7 +56,7 @@ class Rollout:
     prompts: list             # [B] prompt strings
     cond: dict                # encoded prompts, each tensor [B, ...]
     uncond: dict | None       # encoded empty prompts [B, ...] when CFG is on, else None
-    sigmas: torch.Tensor      # [T + 1] float32, s_0 = 1 (or the scheduler's first level) ... s_T = 0
+    spec: RolloutSpec         # how it was drawn (its sigmas on the rollout's device); the update scores with its SDE
     states: torch.Tensor      # [B, T + 1, *L] float32: states[:, t] is the input of step t, states[:, T] the sample
     x0_hat: torch.Tensor      # [B, T, *L] float32: the clean sample predicted at step t
     log_probs: torch.Tensor   # [B, T] float32: log p(states[:, t+1] | states[:, t]); 0 at ODE steps
@@ -43,6 +64,11 @@ class Rollout:
     step_std: torch.Tensor    # [T] float32: the std of each step's Gaussian (0 at ODE steps); equal over samples
     seeds: list               # [B] the per-sample noise seeds (identify a sample whatever its batch position)
     pixels: torch.Tensor | None = None  # decoded final samples in [0, 1], (B, 3, H, W) or (B, 3, F, H, W)
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """[T + 1] the schedule, s_0 ... s_T = 0."""
+        return self.spec.sigmas
 
     def conditioning(self, idx) -> tuple[dict, dict | None]:
         """(cond, uncond) of the samples idx (a slice or [N] long indices): what the policy was conditioned on."""
@@ -69,75 +95,53 @@ def step_noise(seeds: list[int], t: int, shape, device) -> torch.Tensor:
     return draw([generator(s, Stream.STEP_NOISE, t) for s in seeds], shape, device)
 
 
-def trained_step_mask(rule: str, num_steps: int, *, iteration: int, seed: int, fraction: float = 0.6,
-                      window_size: int = 4, window_shift_every: int = 25) -> torch.Tensor:
-    """Sorted indices [K] of the stochastic, trained steps among 0 .. T-2 (the last step is always ODE).
-
-    'all': every step but the last (Flow-GRPO). 'random': a fresh random subset of round(fraction (T-1))
-    steps each iteration, the same for every sample and process (DanceGRPO's timestep fraction).
-    'window': window_size consecutive steps, sliding by one every window_shift_every iterations and
-    wrapping around (MixGRPO's sliding window).
-    """
-    n = num_steps - 1
-    if rule == "all":
-        return torch.arange(n)
-    if rule == "random":
-        g = generator(seed, Stream.TRAINED_STEPS, iteration)
-        k = max(1, round(fraction * n))
-        return torch.randperm(n, generator=g)[:k].sort().values
-    if rule == "window":
-        size = min(window_size, n)
-        start = (iteration // window_shift_every) % (n - size + 1)
-        return torch.arange(start, start + size)
-    raise ValueError(f"unknown train_steps rule {rule!r}; use 'all', 'random' or 'window'")
-
-
 @torch.no_grad()
-def sample(policy, prompts: list, *, sigmas: torch.Tensor, trained: torch.Tensor, seeds: list[int],
-           init_seeds: list[int] | None = None, sde: str = "flow_grpo", noise_level: float = 0.7,
-           guidance_scale: float = 1.0, latent_shape: tuple, batch_size: int = 8, decode: bool = True) -> Rollout:
-    """Roll out len(prompts) trajectories in batches of ``batch_size`` and record them.
+def sample(policy, prompts: list, spec: RolloutSpec, *, seeds: list[int], trained: torch.Tensor | None = None,
+           init_seeds: list[int] | None = None, decode: bool = True) -> Rollout:
+    """Roll out len(prompts) trajectories as ``spec`` says, in batches of spec.batch_size, and record them.
 
-    seeds: [B] per-sample seeds (the SDE noise of step t is step_noise(seeds, t)); init_seeds: [B] seeds
-    of the initial noise (initial_noise(init_seeds); defaults to seeds, and is equal within a group for
-    shared initial noise). trained: [K] step indices that use the stochastic step ``sde`` (an empty
-    tensor gives a deterministic ODE sample).
+    seeds: [B] per-sample seeds (the SDE noise of step t is step_noise(seeds, t)); init_seeds: [B] seeds of
+    the initial noise (initial_noise(init_seeds); defaults to seeds, and is equal within a group for shared
+    initial noise). trained: [K] step indices that take spec.sde's stochastic step (None or empty: every
+    step is an ODE step, a deterministic sample).
     """
-    B, T = len(prompts), len(sigmas) - 1
+    B, T = len(prompts), len(spec.sigmas) - 1
     device = policy.unwrapped.device
-    sigmas = sigmas.float().to(device)
+    trained = torch.empty(0, dtype=torch.long) if trained is None else trained
+    if len(trained) and spec.sde is None:
+        raise ValueError("trained steps need a stochastic step: build the spec with an SDE (rollout_spec(cfg, policy))")
+    spec = dataclasses.replace(spec, sigmas=spec.sigmas.float().to(device))
+    sigmas, L = spec.sigmas, spec.latent_shape
     is_sde = torch.zeros(T, dtype=torch.bool)
     is_sde[trained] = True
-    stochastic = partial(STEPS[sde], noise_level=noise_level)
     cond = policy.encode_prompts(prompts)
-    uncond = policy.encode_prompts([""] * B) if guidance_scale != 1.0 else None
-    states = torch.empty(B, T + 1, *latent_shape, device=device)
-    x0_hat = torch.empty(B, T, *latent_shape, device=device)
+    uncond = policy.encode_prompts([""] * B) if spec.guidance_scale != 1.0 else None
+    states = torch.empty(B, T + 1, *L, device=device)
+    x0_hat = torch.empty(B, T, *L, device=device)
     log_probs = torch.zeros(B, T, device=device)
     step_std = torch.zeros(T, device=device)
     init_seeds = seeds if init_seeds is None else init_seeds
-    for lo in range(0, B, batch_size):
-        sl = slice(lo, min(lo + batch_size, B))
-        x = initial_noise(init_seeds[sl], latent_shape, device)
+    for lo in range(0, B, spec.batch_size):
+        sl = slice(lo, min(lo + spec.batch_size, B))
+        x = initial_noise(init_seeds[sl], L, device)
         c, u = select(cond, sl), select(uncond, sl)
         states[sl, 0] = x
         for t in range(T):
             s = sigmas[t].expand(x.shape[0])
-            v = policy.guided_velocity(x, s, c, u, guidance_scale)
+            v = policy.guided_velocity(x, s, c, u, spec.guidance_scale)
             x0_hat[sl, t] = x - sigmas[t] * v
             if is_sde[t]:
-                step = stochastic(x, v, sigmas[t], sigmas[t + 1], noise=step_noise(seeds[sl], t, latent_shape, device))
+                step = spec.sde.step(x, v, sigmas[t], sigmas[t + 1], noise=step_noise(seeds[sl], t, L, device))
             else:
                 step = ode_step(x, v, sigmas[t], sigmas[t + 1])
             x = step.x_next
             step_std[t] = step.std.flatten()[0]
             states[sl, t + 1] = x
             log_probs[sl, t] = step.log_prob
-    rollout = Rollout(list(prompts), cond, uncond, sigmas, states, x0_hat, log_probs, trained.to(device),
-                      step_std, list(seeds))
+    rollout = Rollout(list(prompts), cond, uncond, spec, states, x0_hat, log_probs, trained.to(device), step_std,
+                      list(seeds))
     if decode:
-        rollout.pixels = torch.cat([policy.decode(states[sl, T]) for sl in
-                                    (slice(i, i + batch_size) for i in range(0, B, batch_size))])
+        rollout.pixels = torch.cat([policy.decode(states[i:i + spec.batch_size, T]) for i in range(0, B, spec.batch_size)])
     return rollout
 
 
@@ -145,20 +149,15 @@ def sde_rollout(policy, cfg, prompts: list, seed: int = 0, batch_size: int = 64)
     """Roll out prompts as a config trains them, every step but the last stochastic (cfg's schedule, SDE, noise
     level, guidance, size); sample i is the trainer's sample i of iteration 0 with run seed ``seed``
     (sample_seed(seed, Stream.SAMPLE, 0, i)). For measurements on a model (bench/, notebooks)."""
-    return sample(policy, prompts, sigmas=policy.sigmas(cfg.num_steps, cfg.height, cfg.width),
-                  trained=torch.arange(cfg.num_steps - 1), seeds=[sample_seed(seed, Stream.SAMPLE, 0, i) for i in range(len(prompts))],
-                  latent_shape=policy.latent_shape(cfg.height, cfg.width, cfg.frames or None), sde=cfg.sde,
-                  noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale, batch_size=batch_size)
+    spec = dataclasses.replace(rollout_spec(cfg, policy), batch_size=batch_size)
+    return sample(policy, prompts, spec, trained=torch.arange(cfg.num_steps - 1),
+                  seeds=[sample_seed(seed, Stream.SAMPLE, 0, i) for i in range(len(prompts))])
 
 
 @torch.no_grad()
 def generate(cfg, policy, prompts: list[str], seeds: list[int]) -> torch.Tensor:
     """Deterministic (ODE) samples of a config, one per (prompt, seed): pixels in [0, 1] on the CPU."""
-    ro = sample(policy, prompts, sigmas=policy.sigmas(cfg.eval_num_steps, cfg.height, cfg.width),
-                trained=torch.empty(0, dtype=torch.long), seeds=seeds, guidance_scale=cfg.guidance_scale,
-                latent_shape=policy.latent_shape(cfg.height, cfg.width, cfg.frames or None),
-                batch_size=cfg.rollout_batch_size)
-    return ro.pixels.cpu()
+    return sample(policy, prompts, rollout_spec(cfg, policy, evaluation=True), seeds=seeds).pixels.cpu()
 
 
 # ---------------------------------------------------------------------- command line

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -53,7 +54,7 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return lp.flatten(1).mean(1)
 
 
-def _finish(mean, std, noise, x_next) -> Step:
+def _draw_or_score(mean, std, noise, x_next) -> Step:
     """Draw x' = mean + std * noise, or score the given x'; exactly one of noise / x_next is given."""
     if (noise is None) == (x_next is None):
         raise ValueError("pass exactly one of noise= (to sample) or x_next= (to score a drawn state)")
@@ -63,11 +64,11 @@ def _finish(mean, std, noise, x_next) -> Step:
     return Step(x_next, gaussian_log_prob(x_next, mean, std), mean, std)
 
 
-def ode_step(x, v, s, s_next, noise=None, x_next=None) -> Step:
+def ode_step(x, v, s, s_next) -> Step:
     """Euler step of the probability-flow ODE: x' = x + dt v. Deterministic: std 0, log_prob 0.
 
-    Equals diffusers' FlowMatchEulerDiscreteScheduler.step. ``noise`` / ``x_next`` are accepted and
-    ignored so that every step function has one signature.
+    Equals diffusers' FlowMatchEulerDiscreteScheduler.step. The untrained steps of a rollout and every step of
+    an evaluation sample take it; it is not an :class:`SDE` (it has no noise level and nothing to train).
     """
     x, v = x.float(), v.float()
     dt = _per_sample(s_next, x) - _per_sample(s, x)
@@ -96,7 +97,7 @@ def flow_grpo_step(x, v, s, s_next, noise_level: float, noise=None, x_next=None)
     x1_hat = x + (1 - s_) * v
     mean = x + dt * (v + sigma_t**2 / (2 * s_) * x1_hat)
     std = sigma_t * torch.sqrt(-dt)
-    return _finish(mean, std, noise, x_next)
+    return _draw_or_score(mean, std, noise, x_next)
 
 
 def dance_step(x, v, s, s_next, noise_level: float, noise=None, x_next=None) -> Step:
@@ -116,7 +117,7 @@ def dance_step(x, v, s, s_next, noise_level: float, noise=None, x_next=None) -> 
     eta = noise_level
     mean = x + dt * (v - eta**2 / 2 * score)
     std = torch.full_like(dt, eta) * torch.sqrt(-dt)
-    return _finish(mean, std, noise, x_next)
+    return _draw_or_score(mean, std, noise, x_next)
 
 
 def cps_step(x, v, s, s_next, noise_level: float, noise=None, x_next=None) -> Step:
@@ -137,10 +138,31 @@ def cps_step(x, v, s, s_next, noise_level: float, noise=None, x_next=None) -> St
     x0_hat, x1_hat = x - s_ * v, x + (1 - s_) * v
     std = sn * math.sin(noise_level * math.pi / 2)
     mean = (1 - sn) * x0_hat + torch.sqrt(sn**2 - std**2) * x1_hat
-    return _finish(mean, std, noise, x_next)
+    return _draw_or_score(mean, std, noise, x_next)
 
 
-STEPS = {"flow_grpo": flow_grpo_step, "dance": dance_step, "cps": cps_step, "ode": ode_step}
+SDEKind = Literal["flow_grpo", "dance", "cps"]
+SDE_STEPS = {"flow_grpo": flow_grpo_step, "dance": dance_step, "cps": cps_step}  # the keys are get_args(SDEKind)
+
+
+@dataclass(frozen=True)
+class SDE:
+    """The stochastic step of a run, built once from the config (``SDE(cfg.sde, cfg.noise_level)``): the rollout
+    draws its trained steps with it and the update scores the same transitions with it, so the two cannot
+    disagree on the kind or the noise level.
+
+    ``sde.step(x, v, s, s_next, noise=...)`` draws x' (sampling); ``sde.step(..., x_next=...)`` scores a drawn x'
+    under new weights (the update's recomputation). Shapes as in the step functions above.
+    """
+    kind: SDEKind
+    noise_level: float   # a for flow_grpo and cps, eta for dance
+
+    def __post_init__(self):
+        if self.kind not in SDE_STEPS:
+            raise ValueError(f"unknown SDE {self.kind!r}; choose one of {list(SDE_STEPS)} (the ODE is ode_step)")
+
+    def step(self, x, v, s, s_next, *, noise=None, x_next=None) -> Step:
+        return SDE_STEPS[self.kind](x, v, s, s_next, self.noise_level, noise=noise, x_next=x_next)
 
 
 def kl_in_mean_space(mean: torch.Tensor, mean_ref: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

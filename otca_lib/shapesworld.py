@@ -277,10 +277,10 @@ def _prototypes(device) -> torch.Tensor:
     return _PROTOS[key]
 
 
-_CACHE: list = [None, None, None]  # weak reference to the last pixels, their key, their features
+_LAST_MEASURED: list = [None, None, None]  # weak reference to the last pixels, their key, their features
 
 
-def _frames(pixels: torch.Tensor, prompts, parse=None, measure=None) -> tuple[dict, list, int, int]:
+def _frame_features(pixels: torch.Tensor, prompts, parse=None, measure=None) -> tuple[dict, list, int, int]:
     """-> features of every frame (N = B F), parsed captions, B, F. `parse` (default :func:`parse_caption`) and
     `measure` (default :func:`_features`) let ShapesWorld level 2 reuse this with its grammar and measurements."""
     parse, measure = parse or parse_caption, measure or _features
@@ -294,10 +294,10 @@ def _frames(pixels: torch.Tensor, prompts, parse=None, measure=None) -> tuple[di
         key = (pixels._version, pixels.data_ptr(), tuple(pixels.shape), pixels.dtype, pixels.device, measure)
     except RuntimeError:  # inference-mode tensors have no version counter
         key = None
-    if key is None or _CACHE[0] is None or _CACHE[0]() is not pixels or _CACHE[1] != key:
+    if key is None or _LAST_MEASURED[0] is None or _LAST_MEASURED[0]() is not pixels or _LAST_MEASURED[1] != key:
         x = pixels.float() if pixels.ndim == 5 else pixels.float().unsqueeze(2)
-        _CACHE[:] = [weakref.ref(pixels) if key else None, key, measure(x.transpose(1, 2).reshape(B * F, 3, *x.shape[3:]))]
-    return _CACHE[2], caps, B, F
+        _LAST_MEASURED[:] = [weakref.ref(pixels) if key else None, key, measure(x.transpose(1, 2).reshape(B * F, 3, *x.shape[3:]))]
+    return _LAST_MEASURED[2], caps, B, F
 
 
 def _index(caps, key, names, F, device, reward):
@@ -407,24 +407,24 @@ def _aesthetic(f, caps, F):
     return f["presence"] * (0.4 * size + 0.4 * centre + 0.2 * (hi - lo) / (hi + EPS))
 
 
-def _per_frame(score, prefix="sw", parse=None, measure=None):
+def _frame_mean_reward(score, prefix="sw", parse=None, measure=None):
     """A reward fn(pixels, prompts) -> [B] named prefix + score's name, from a per-frame score; videos get the
-    mean over their frames. (`parse`, `measure`: as in :func:`_frames`.)"""
+    mean over their frames. (`parse`, `measure`: as in :func:`_frame_features`.)"""
     def fn(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
-        f, caps, B, F = _frames(pixels, prompts, parse, measure)
+        f, caps, B, F = _frame_features(pixels, prompts, parse, measure)
         return score(f, caps, F).view(B, F).mean(1).float()
     fn.__name__, fn.__doc__ = prefix + score.__name__, score.__doc__ + "\n    Videos: the mean over frames."
     return fn
 
 
 sw_color, sw_shape, sw_size, sw_position, sw_alignment, sw_quality, sw_aesthetic = map(
-    _per_frame, (_color, _shape, _size, _position, _alignment, _quality, _aesthetic))
+    _frame_mean_reward, (_color, _shape, _size, _position, _alignment, _quality, _aesthetic))
 
 
 def _video(pixels, prompts, reward):
     if pixels.ndim != 5:
         raise ValueError(f"{reward} scores videos (B, 3, F, H, W), got {tuple(pixels.shape)}")
-    f, caps, B, F = _frames(pixels, prompts)
+    f, caps, B, F = _frame_features(pixels, prompts)
     p = f["presence"].view(B, F)
     c = torch.stack([f["xc"], f["yc"]], -1).view(B, F, 2)
     t = torch.arange(F, device=p.device, dtype=p.dtype)[None].expand(B, F)

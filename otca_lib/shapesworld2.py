@@ -204,7 +204,7 @@ def _aesthetic(f, caps, F):
 
 _SCORES = (sw._color, sw._shape, sw._size, sw._position, _pattern, _alignment, _quality, _aesthetic)
 sw2_color, sw2_shape, sw2_size, sw2_position, sw2_pattern, sw2_alignment, sw2_quality, sw2_aesthetic = (
-    sw._per_frame(score, "sw2", parse_caption, _features) for score in _SCORES)
+    sw._frame_mean_reward(score, "sw2", parse_caption, _features) for score in _SCORES)
 
 # name -> factory(device) -> fn(pixels, prompts) -> [B] (otca_lib.rewards registers them)
 REWARDS = {fn.__name__: (lambda fn: lambda device: fn)(fn) for fn in (

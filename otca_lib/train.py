@@ -28,12 +28,14 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
 from .credit import CreditInput, CreditState, advantage
+from .groups import group_reward_stats
 from .media import save_grid
 from .policy import ModelNotAvailable, load_policy
 from .prompts import read_prompts
 from .rewards import build_rewards, reward
-from .sample import sample, trained_step_mask
+from .sample import rollout_spec, sample
 from .seeds import Stream, generator, sample_seed
+from .steps import TrainedSteps
 from .update import EMA, NonFiniteError, NonFiniteGuard, update
 
 def finite_mean(r: torch.Tensor) -> float:
@@ -92,9 +94,9 @@ class Trainer:
         self.guard = NonFiniteGuard(cfg.max_nonfinite_steps)  # skipped non-finite optimizer steps, over the run
         self.reward_fns = build_rewards(cfg.rewards, self.acc.device)
         self.eval_metric_fns = build_rewards([k for k in cfg.eval_metrics if k not in cfg.rewards], self.acc.device)
-        self.latent_shape = self.policy.latent_shape(cfg.height, cfg.width, cfg.frames or None)
-        self.sigmas = self.policy.sigmas(cfg.num_steps, cfg.height, cfg.width)
-        self.eval_sigmas = self.policy.sigmas(cfg.eval_num_steps, cfg.height, cfg.width)
+        self.spec = rollout_spec(cfg, self.policy)                         # training rollouts: the SDE
+        self.eval_spec = rollout_spec(cfg, self.policy, evaluation=True)   # held-out samples: the ODE
+        self.trained_steps = TrainedSteps.from_config(cfg)
         self.start = 0
         self.history: list[dict] = []
         self._tb = None
@@ -112,11 +114,6 @@ class Trainer:
         chosen = [self.train_prompts[i] for i in order[:P].tolist()]
         return [p for p in chosen for _ in range(G)], torch.arange(P).repeat_interleave(G)
 
-    def _sample_kwargs(self):
-        c = self.cfg
-        return dict(sde=c.sde, noise_level=c.noise_level, guidance_scale=c.guidance_scale,
-                    latent_shape=self.latent_shape, batch_size=c.rollout_batch_size)
-
     # ------------------------------------------------------------------ one iteration
     def iteration(self, it: int) -> dict[str, float]:
         c, acc, dev = self.cfg, self.acc, self.acc.device
@@ -126,11 +123,9 @@ class Trainer:
         idx = range(len(prompts))[local]
         seeds = [sample_seed(c.seed, Stream.SAMPLE, it, i) for i in idx]
         init = [sample_seed(c.seed, Stream.GROUP, it, int(group[i])) for i in idx] if c.shared_initial_noise else None
-        trained = trained_step_mask(c.train_steps, c.num_steps, iteration=it, seed=c.seed, fraction=c.train_fraction,
-                                    window_size=c.window_size, window_shift_every=c.window_shift_every)
         # 1. sample
-        rollout = sample(self.policy, prompts[local], sigmas=self.sigmas, trained=trained, seeds=seeds,
-                         init_seeds=init, **self._sample_kwargs())
+        rollout = sample(self.policy, prompts[local], self.spec, trained=self.trained_steps.at(it), seeds=seeds,
+                         init_seeds=init)
         t1 = time.perf_counter()
         # 2. reward (gathered: a prompt's group may span processes)
         r_local = reward(self.reward_fns, rollout.pixels, prompts[local])
@@ -159,8 +154,6 @@ class Trainer:
         return reward(self.reward_fns, pixels, prompts)
 
     def _reward_metrics(self, rewards: dict, group: torch.Tensor, prefix: str) -> dict[str, float]:
-        from .advantage import group_reward_stats
-
         m, total, bad = {}, 0.0, torch.zeros_like(group, dtype=torch.bool)
         for k, r in rewards.items():
             bad |= ~torch.isfinite(r)
@@ -185,8 +178,7 @@ class Trainer:
         seeds = [sample_seed(c.seed, Stream.EVAL, i % n) for i in padded]
         local = self.local_slice(len(prompts))
         with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
-            ro = sample(self.policy, prompts[local], sigmas=self.eval_sigmas, trained=torch.empty(0, dtype=torch.long),
-                        seeds=seeds[local], **self._sample_kwargs())
+            ro = sample(self.policy, prompts[local], self.eval_spec, seeds=seeds[local])
 
         def gathered(fns) -> dict[str, torch.Tensor]:
             return {k: self.acc.gather(v.to(self.acc.device))[:n] for k, v in reward(fns, ro.pixels, prompts[local]).items()}

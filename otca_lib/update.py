@@ -23,11 +23,9 @@ gradients times a huge learning rate) stop the run at once with NonFiniteError.
 from __future__ import annotations
 
 import contextlib
-from functools import partial
-
 import torch
 
-from .sde import STEPS, kl_in_mean_space
+from .sde import kl_in_mean_space
 from .seeds import Stream, generator
 
 
@@ -47,17 +45,17 @@ def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: t
     return (loss.sum(-1) if adv.ndim == 2 else loss), ratio
 
 
-def recompute(policy, rollout, b: torch.Tensor, t: torch.Tensor, *, sde: str, noise_level: float,
-              guidance_scale: float = 1.0):
-    """Score the recorded transitions (sample b[j], step t[j]) under the policy's current weights.
+def recompute(policy, rollout, b: torch.Tensor, t: torch.Tensor):
+    """Score the recorded transitions (sample b[j], step t[j]) under the policy's current weights, with the
+    rollout's own SDE and guidance (rollout.spec).
 
     One batched transformer call over pairs of different samples and noise levels. b, t [N] long.
     Returns the sde.Step (log_prob [N], mean, std) of states[b, t] -> states[b, t + 1].
     """
     x, x_next = rollout.states[b, t], rollout.states[b, t + 1]
     s, s_next = rollout.sigmas[t], rollout.sigmas[t + 1]
-    v = policy.guided_velocity(x, s, *rollout.conditioning(b), guidance_scale)
-    return STEPS[sde](x, v, s, s_next, noise_level, x_next=x_next)
+    v = policy.guided_velocity(x, s, *rollout.conditioning(b), rollout.spec.guidance_scale)
+    return rollout.spec.sde.step(x, v, s, s_next, x_next=x_next)
 
 
 class NonFiniteError(RuntimeError):
@@ -125,7 +123,6 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
     B, K = adv.shape[:2]
     device = adv.device
-    score = partial(recompute, sde=cfg.sde, noise_level=cfg.noise_level, guidance_scale=cfg.guidance_scale)
     # Flatten (sample, trained step) pairs; the shuffle is seeded so every process and a resumed run agree.
     b_idx = torch.arange(B, device=device).repeat_interleave(K)
     t_idx = rollout.trained.to(device).repeat(B)
@@ -146,13 +143,13 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
             # Gradients are all-reduced only after the last micro-batch of the optimizer step.
             sync = contextlib.nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(policy.transformer)
             with sync:
-                st = score(policy, rollout, b, t)
+                st = recompute(policy, rollout, b, t)
                 old = rollout.log_probs[b, t]
                 pg, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range)
                 loss = pg
                 if cfg.beta > 0:
                     with torch.no_grad(), policy.reference():
-                        mean_ref = score(policy, rollout, b, t).mean
+                        mean_ref = recompute(policy, rollout, b, t).mean
                     kl = kl_in_mean_space(st.mean, mean_ref, st.std)
                     loss = loss + cfg.beta * kl
                     sums["kl_to_ref"] += float(kl.detach().sum())

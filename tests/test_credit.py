@@ -4,11 +4,11 @@ import dataclasses
 import pytest
 import torch
 
-from otca_lib.advantage import group_advantages
+from otca_lib.groups import group_advantages
 from otca_lib.config import Config
 from otca_lib.credit import (CREDIT_METHODS, CreditInput, CreditState, advantage, moca_coefficients,
                              objective_step_weights, tcd_weights)
-from otca_lib.sample import Rollout
+from otca_lib.sample import Rollout, RolloutSpec
 
 B, T = 8, 5
 GROUP = torch.arange(2).repeat_interleave(4)
@@ -19,7 +19,7 @@ def rollout(states=None, x0_hat=None, trained=None, seeds=None):
     states = torch.randn(B, T + 1, 2, 4, 4, generator=g) if states is None else states
     x0_hat = torch.randn(states.shape[0], T, *states.shape[2:], generator=g) if x0_hat is None else x0_hat
     n = states.shape[0]
-    return Rollout([f"p{i}" for i in range(n)], {}, None, torch.linspace(1, 0, T + 1), states, x0_hat,
+    return Rollout([f"p{i}" for i in range(n)], {}, None, RolloutSpec(torch.linspace(1, 0, T + 1), states.shape[2:]), states, x0_hat,
                    torch.zeros(n, T), torch.arange(T - 1) if trained is None else trained,
                    torch.linspace(0.5, 0.1, T), list(range(100, 100 + n)) if seeds is None else seeds)
 
@@ -106,7 +106,7 @@ def test_moca_closed_form_cases():
 
 def permute_input(p):
     ro = rollout()
-    pr = Rollout([ro.prompts[i] for i in p.tolist()], {}, None, ro.sigmas, ro.states[p], ro.x0_hat[p],
+    pr = Rollout([ro.prompts[i] for i in p.tolist()], {}, None, ro.spec, ro.states[p], ro.x0_hat[p],
                  ro.log_probs[p], ro.trained, ro.step_std, [ro.seeds[i] for i in p.tolist()])
     r = rewards()
     return CreditInput({k: v[p] for k, v in r.items()}, GROUP[p], slice(0, B), pr, cfg(oa_sample_fraction=0.5),
@@ -125,7 +125,7 @@ def test_every_method_is_order_invariant_and_splits_over_processes(name):
     halves = []
     for sl in (slice(0, 4), slice(4, 8)):
         ro = rollout()
-        part = Rollout(ro.prompts[sl], {}, None, ro.sigmas, ro.states[sl], ro.x0_hat[sl], ro.log_probs[sl],
+        part = Rollout(ro.prompts[sl], {}, None, ro.spec, ro.states[sl], ro.x0_hat[sl], ro.log_probs[sl],
                        ro.trained, ro.step_std, ro.seeds[sl])
         halves.append(advantage(name, inp(ro=part, c=c, local=sl))[0])
     torch.testing.assert_close(torch.cat(halves), full, rtol=1e-4, atol=1e-5)

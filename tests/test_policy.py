@@ -8,7 +8,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from otca_lib import config, policy as policy_module  # noqa: E402
-from otca_lib.policy import load_policy, policy_from_pipeline, save_tiny_pipeline, tiny_pipeline  # noqa: E402
+from otca_lib.policy import load_policy, policy_from_pipeline  # noqa: E402
+from otca_lib.tiny import save_tiny_pipeline, tiny_pipeline  # noqa: E402
 
 H = W = 32  # pixels -> 8x8 latents (images), 4x4 latents x 3 latent frames (Wan, 9 frames)
 FRAMES = 9

@@ -332,7 +332,7 @@ def test_registry_env_var_source_and_offline_errors(clip_dir, monkeypatch):
 
 def test_importing_the_library_loads_no_model():
     code = ("import sys, otca_lib.reward_models as m; t = 'transformers' in sys.modules; "
-            "import otca_lib.rewards as r; assert 'video_motion' in r.REWARDS and not m._CACHE; print(t)")
+            "import otca_lib.rewards as r; assert 'video_motion' in r.REWARDS and not m._BACKBONES; print(t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr

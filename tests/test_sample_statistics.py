@@ -23,7 +23,8 @@ import torch
 
 from otca_lib.config import preset
 from otca_lib.policy import load_policy
-from otca_lib.sample import sample
+from otca_lib.sample import RolloutSpec, sample
+from otca_lib.sde import SDE
 from otca_lib.update import recompute
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -49,16 +50,15 @@ def ks_distance_to_normal(z: torch.Tensor) -> float:
 def rollout_and_residuals(family, model, sde, B, seeds, init_seeds=None):
     policy = load_policy(family, model, keep_reference=False)
     c = preset(f"tiny-{family}")
-    sigmas = policy.sigmas(T, c.height, c.width)
-    shape = policy.latent_shape(c.height, c.width, c.frames or None)
+    spec = RolloutSpec(policy.sigmas(T, c.height, c.width), policy.latent_shape(c.height, c.width, c.frames or None),
+                       SDE(sde, 0.7), batch_size=B // 2)
     words = ["red", "blue", "green", "cat", "dog", "tree", "house", "boat"]
     prompts = [f"a {words[i % 8]} {words[(i // 8) % 8]}" for i in range(B)]
-    ro = sample(policy, prompts, sigmas=sigmas, trained=torch.arange(T - 1), seeds=seeds, init_seeds=init_seeds,
-                latent_shape=shape, sde=sde, noise_level=0.7, batch_size=B // 2, decode=False)
+    ro = sample(policy, prompts, spec, trained=torch.arange(T - 1), seeds=seeds, init_seeds=init_seeds, decode=False)
     z = []
     for t in range(T - 1):
         b = torch.arange(B)
-        st = recompute(policy, ro, b, torch.full((B,), t), sde=sde, noise_level=0.7)
+        st = recompute(policy, ro, b, torch.full((B,), t))
         x_next = ro.states[:, t + 1]
         z.append((x_next - st.mean) / st.std)
         # the recorded log-prob is the Gaussian log-density of the recorded transition (mean over dims)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from otca_lib.sde import STEPS, flow_grpo_step, gaussian_log_prob, ode_step
+from otca_lib.sde import SDE, SDE_STEPS, flow_grpo_step, gaussian_log_prob, ode_step
 
 
 def test_zero_noise_equals_diffusers_euler_step():
@@ -28,11 +28,11 @@ def test_log_prob_is_normal_log_prob_averaged(name, shape):
     g = torch.Generator().manual_seed(1)
     x, v = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     s = torch.tensor([0.8, 0.5])
-    out = STEPS[name](x, v, s, s - 0.1, 0.7, noise=torch.randn(shape, generator=g))
+    out = SDE(name, 0.7).step(x, v, s, s - 0.1, noise=torch.randn(shape, generator=g))
     ref = torch.distributions.Normal(out.mean, out.std.expand_as(out.mean)).log_prob(out.x_next).flatten(1).mean(1)
     torch.testing.assert_close(out.log_prob, ref, rtol=1e-5, atol=1e-5)
     # scoring the drawn state again gives the same log-prob (on-policy ratio 1)
-    again = STEPS[name](x, v, s, s - 0.1, 0.7, x_next=out.x_next)
+    again = SDE(name, 0.7).step(x, v, s, s - 0.1, x_next=out.x_next)
     torch.testing.assert_close(again.log_prob, out.log_prob, rtol=0, atol=1e-6)
     torch.testing.assert_close(gaussian_log_prob(out.x_next, out.mean, out.std), out.log_prob)
 
@@ -41,6 +41,12 @@ def test_exactly_one_of_noise_and_x_next():
     x = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match="exactly one"):
         flow_grpo_step(x, x, 0.5, 0.4, 0.7)
+
+
+def test_the_sde_is_a_stochastic_step_and_the_ode_is_not_one():
+    assert set(SDE_STEPS) == {"flow_grpo", "dance", "cps"}
+    with pytest.raises(ValueError, match="ode_step"):
+        SDE("ode", 0.0)
 
 
 # ---- closed form: data x0 ~ N(m, diag(c^2)); the exact velocity field is analytic -------------------
@@ -65,9 +71,8 @@ def run_sampler(name, level, T=200, n=40000):
     for t in range(T):
         v = exact_velocity(x, sigmas[t])
         noise = torch.randn(x.shape, generator=g)
-        step = STEPS[name]
-        x = step(x, v, sigmas[t], sigmas[t + 1], noise=noise) if name == "ode" else \
-            step(x, v, sigmas[t], sigmas[t + 1], level, noise=noise)
+        x = ode_step(x, v, sigmas[t], sigmas[t + 1]) if name == "ode" else \
+            SDE(name, level).step(x, v, sigmas[t], sigmas[t + 1], noise=noise)
         x = x.x_next
     return x
 

@@ -8,7 +8,9 @@ import torch
 from otca_lib import checkpoint
 from otca_lib.config import Config, apply_overrides, preset, smoke, validate
 from otca_lib.policy import load_policy
-from otca_lib.sample import sample, trained_step_mask
+from otca_lib.sample import RolloutSpec, sample
+from otca_lib.sde import SDE
+from otca_lib.steps import TrainedSteps
 from otca_lib.seeds import Stream, sample_seed
 from otca_lib.train import Trainer, main
 from otca_lib.update import recompute
@@ -25,23 +27,21 @@ def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale, sde):
     policy = load_policy(family, f"tiny-{family}")
     c = preset(f"tiny-{family}")
     T = 4
-    sigmas = policy.sigmas(T, c.height, c.width)
-    shape = policy.latent_shape(c.height, c.width, c.frames or None)
+    spec = RolloutSpec(policy.sigmas(T, c.height, c.width), policy.latent_shape(c.height, c.width, c.frames or None),
+                       SDE(sde, 0.7), cfg_scale)
     prompts = ["a red cat", "a blue dog", "a green tree", "a small house", "a bird", "a boat"]
     seeds = [sample_seed(0, Stream.SAMPLE, 0, i) for i in range(6)]
-    kw = dict(sigmas=sigmas, trained=torch.arange(T - 1), seeds=seeds, latent_shape=shape, sde=sde,
-              noise_level=0.7, guidance_scale=cfg_scale)
-    big = sample(policy, prompts, batch_size=6, **kw)
-    small = sample(policy, prompts, batch_size=4, **kw)
+    kw = dict(trained=torch.arange(T - 1), seeds=seeds)
+    big = sample(policy, prompts, dataclasses.replace(spec, batch_size=6), **kw)
+    small = sample(policy, prompts, dataclasses.replace(spec, batch_size=4), **kw)
     torch.testing.assert_close(small.states, big.states, rtol=0, atol=1e-5)
     # per-process split: the last 2 samples alone give the same trajectories
-    part = sample(policy, prompts[4:], batch_size=2, **{**kw, "seeds": seeds[4:]})
+    part = sample(policy, prompts[4:], dataclasses.replace(spec, batch_size=2), **{**kw, "seeds": seeds[4:]})
     torch.testing.assert_close(part.states, big.states[4:], rtol=0, atol=1e-5)
     b = torch.arange(6).repeat_interleave(T - 1)
     t = torch.arange(T - 1).repeat(6)
     for chunk in (len(b), 5):
-        lp = torch.cat([recompute(policy, big, b[i:i + chunk], t[i:i + chunk], sde=sde, noise_level=0.7,
-                                  guidance_scale=cfg_scale).log_prob
+        lp = torch.cat([recompute(policy, big, b[i:i + chunk], t[i:i + chunk]).log_prob
                         for i in range(0, len(b), chunk)])
         ratio = torch.exp(lp - big.log_probs[b, t])
         assert (ratio - 1).abs().max() < 1e-5
@@ -49,13 +49,16 @@ def test_on_policy_ratio_is_one_whatever_the_batching(family, cfg_scale, sde):
 
 
 def test_trained_step_rules():
-    assert trained_step_mask("all", 10, iteration=0, seed=0).tolist() == list(range(9))  # last step is ODE
-    r = [trained_step_mask("random", 10, iteration=i, seed=0, fraction=0.6) for i in range(2)]
-    assert all(len(x) == 5 and x.unique().numel() == 5 and x.max() < 9 for x in r) and not torch.equal(*r)
-    assert torch.equal(trained_step_mask("random", 10, iteration=1, seed=0), r[1])  # reproducible
-    w = [trained_step_mask("window", 10, iteration=i, seed=0, window_size=4, window_shift_every=2).tolist()
-         for i in (0, 1, 2, 11)]
-    assert w == [[0, 1, 2, 3], [0, 1, 2, 3], [1, 2, 3, 4], [5, 6, 7, 8]]
+    assert TrainedSteps("all", 10).at(0).tolist() == list(range(9))  # last step is ODE
+    rule = TrainedSteps("random", 10, fraction=0.6)
+    r = [rule.at(i) for i in range(2)]
+    assert all(len(x) == 5 == rule.count and x.unique().numel() == 5 and x.max() < 9 for x in r) and not torch.equal(*r)
+    assert torch.equal(TrainedSteps("random", 10, fraction=0.6).at(1), r[1])  # reproducible
+    window = TrainedSteps("window", 10, window_size=4, window_shift_every=2)
+    assert [window.at(i).tolist() for i in (0, 1, 2, 11)] == [[0, 1, 2, 3], [0, 1, 2, 3], [1, 2, 3, 4], [5, 6, 7, 8]]
+    # the count the batch arithmetic uses is the length of every iteration's steps
+    for c in (TrainedSteps("random", 8, fraction=0.5), TrainedSteps("window", 3, window_size=4), TrainedSteps("all", 2)):
+        assert all(len(c.at(i)) == c.count for i in range(30))
 
 
 def test_lora_with_kl_to_reference_trains_only_the_adapter(tmp_path):

@@ -1,4 +1,5 @@
-"""Group-relative advantages (phase 3 of an iteration: sample -> reward -> advantage -> update).
+"""Group statistics: GRPO's group-relative advantage of one reward, the building block of every credit method
+(credit.py, where phase 3 of an iteration, sample -> reward -> advantage -> update, happens).
 
 GRPO (Shao et al. 2024; Flow-GRPO, DanceGRPO for generators, docs/algorithm.md section 2) samples a group
 of G trajectories per prompt and scores each against its own group:

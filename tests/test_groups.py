@@ -1,7 +1,7 @@
 """Group advantages and the clipped surrogate: closed-form cases and invariants."""
 import torch
 
-from otca_lib.advantage import group_advantages
+from otca_lib.groups import group_advantages
 from otca_lib.update import clipped_surrogate
 
 GROUP = torch.arange(3).repeat_interleave(4)  # 3 prompts x 4 samples
