@@ -88,6 +88,13 @@ class Results:
     samples: dict[str, list[Path]]               # method (and BASELINE) -> evaluation grids of seed 0, in order
 
 
+def step_weights(out: Path, method: str, seed: int, num_steps: int):
+    """A run's logged step credit as an array [training iterations, num_steps]: credit/weight/step_t of every
+    iteration (mean 1 over the steps trained in it), NaN where step t was not trained (docs/metrics.md)."""
+    rows = [r for r in metric_rows(out, method, seed) if "reward/total/mean" in r]
+    return np.array([[r.get(f"credit/weight/step_{t}", np.nan) for t in range(num_steps)] for r in rows])
+
+
 def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
     """Read every run's metrics.jsonl: training curves and the first (base) and last held-out evaluations."""
     def means(evals, pick):  # objective -> [seeds] of the pick-th evaluation row of every seed

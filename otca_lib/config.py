@@ -338,28 +338,36 @@ def smoke(c: Config) -> Config:
 
 
 def apply_overrides(c: Config, items: list[str]) -> Config:
-    """Apply ``key=value`` strings; values are parsed as JSON when possible (numbers, bools, dicts)."""
-    fields = {f.name: f for f in dataclasses.fields(Config)}
+    """Apply ``key=value`` strings (``--set``); values are parsed as JSON when possible (numbers, bools, dicts)."""
     changes = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set expects key=value, got {item!r}")
+        try:
+            changes[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            changes[key] = raw
+    return with_changes(c, changes)
+
+
+def with_changes(c: Config, changes: dict) -> Config:
+    """A copy of c with the fields in ``changes`` replaced (a reproduction's ``overrides`` parameter, ``--set``).
+    Every key must be a field and every value of the field's type (an int is taken for a float field)."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    checked = {}
+    for key, value in changes.items():
         if key not in fields:
             raise ValueError(f"unknown config field {key!r}; fields are: {', '.join(fields)}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
         current = getattr(c, key)
         if isinstance(current, bool) and not isinstance(value, bool):
-            raise ValueError(f"{key} expects true or false, got {raw!r}")
+            raise ValueError(f"{key} expects true or false, got {value!r}")
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not type(current):
-            raise ValueError(f"{key} expects a {type(current).__name__}, got {raw!r}")
-        changes[key] = value
-    return dataclasses.replace(c, **changes)
+            raise ValueError(f"{key} expects a {type(current).__name__}, got {value!r}")
+        checked[key] = value
+    return dataclasses.replace(c, **checked)
 
 
 # ----------------------------------------------------------------------------- batch arithmetic
@@ -383,68 +391,80 @@ def batch_arithmetic(c: Config, num_processes: int) -> dict[str, int]:
 
 def validate(c: Config, num_processes: int = 1) -> None:
     """Raise ValueError listing every problem of the config, before any compute."""
+    errors = _registry_problems(c) + _value_problems(c)
+    errors += _batch_problems(c, num_processes, check_split=not errors)
+    if errors:
+        raise ValueError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def _registry_problems(c: Config) -> list[str]:
+    """Mode fields that name nothing, rewards that are not registered, reward weights that are not usable."""
     from .credit import CREDIT_METHODS
     from .rewards import REWARDS
 
-    errors = []
+    checks = [(c.family in FAMILIES, f"family must be one of {FAMILIES}, got {c.family!r}"),
+              (c.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {c.dtype!r}"),
+              (c.sde in SDE_STEPS, f"sde must be one of {list(SDE_STEPS)}, got {c.sde!r}"),
+              (c.train_steps in TRAIN_STEP_RULES, f"train_steps must be one of {TRAIN_STEP_RULES}, got {c.train_steps!r}"),
+              (c.credit in CREDIT_METHODS, f"unknown credit method {c.credit!r}; choose one of {sorted(CREDIT_METHODS)}"),
+              (bool(c.rewards), "rewards is empty: give at least one, e.g. --set 'rewards={\"brightness\": 1.0}'")]
+    checks += [(name in REWARDS, f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}") for name in c.rewards]
+    checks.append((c.tcd_space in TCD_SPACES, f"tcd_space must be one of {TCD_SPACES}, got {c.tcd_space!r}"))
+    return [msg for ok, msg in checks if not ok]
 
-    def need(ok: bool, msg: str):
-        if not ok:
-            errors.append(msg)
 
-    need(c.family in FAMILIES, f"family must be one of {FAMILIES}, got {c.family!r}")
-    need(c.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {c.dtype!r}")
-    need(c.sde in SDE_STEPS, f"sde must be one of {list(SDE_STEPS)}, got {c.sde!r}")
-    need(c.train_steps in TRAIN_STEP_RULES, f"train_steps must be one of {TRAIN_STEP_RULES}, got {c.train_steps!r}")
-    need(c.credit in CREDIT_METHODS, f"unknown credit method {c.credit!r}; choose one of {sorted(CREDIT_METHODS)}")
-    need(bool(c.rewards), "rewards is empty: give at least one, e.g. --set 'rewards={\"brightness\": 1.0}'")
-    for name in c.rewards:
-        need(name in REWARDS, f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}")
-    need(c.tcd_space in TCD_SPACES, f"tcd_space must be one of {TCD_SPACES}, got {c.tcd_space!r}")
-    need(c.tcd_window >= 1 and c.tcd_max_gain >= 0 and c.tcd_eps > 0, "tcd_window >= 1, tcd_max_gain >= 0, tcd_eps > 0")
-    need(0 <= c.moca_lambda <= 1, f"moca_lambda must be in [0, 1], got {c.moca_lambda}")
+def _value_problems(c: Config) -> list[str]:
+    """Numbers outside their ranges (each field's docstring gives the range's reason) and non-finite floats."""
+    from .rewards import REWARDS
+
     numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in c.rewards.values())
-    need(numbers, f"reward weights must be finite numbers, got {c.rewards}")
-    need(not numbers or all(w > 0 for w in c.rewards.values()), "reward weights must be > 0 (drop a reward instead of weighting it 0)")
-    for name in c.eval_metrics:
-        need(name in REWARDS, f"unknown eval metric {name!r}; registered rewards: {sorted(REWARDS)}")
-    need(c.oa_stride >= 1 and c.oa_every >= 1 and 0 < c.oa_sample_fraction <= 1 and 0 <= c.oa_ema < 1,
-         "oa_stride >= 1, oa_every >= 1, oa_sample_fraction in (0, 1], oa_ema in [0, 1)")
-    need(c.group_size >= 2, f"group_size must be >= 2 (advantages compare samples within a group), got {c.group_size}")
-    need(c.prompts_per_iteration >= 1, "prompts_per_iteration must be >= 1")
-    need(c.num_steps >= 2, f"num_steps must be >= 2 (the final step is deterministic), got {c.num_steps}")
-    need(c.eval_num_steps >= 1, "eval_num_steps must be >= 1")
-    need(c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}")
-    need(c.noise_level > 0, f"noise_level must be > 0 (0 is the ODE: no exploration, no log-prob), got {c.noise_level}")
-    need(c.sde != "cps" or c.noise_level <= 1, "cps needs noise_level in (0, 1]")
-    need(0 < c.train_fraction <= 1, "train_fraction must be in (0, 1]")
-    need(c.window_size >= 1 and c.window_shift_every >= 1, "window_size and window_shift_every must be >= 1")
-    need(c.clip_range > 0, "clip_range must be > 0")
-    need(c.beta >= 0, "beta must be >= 0")
-    need(0 <= c.ema_decay < 1, "ema_decay must be in [0, 1)")
-    need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
-    need(c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "
-         "divides 0 by 0)")
-    need(c.max_nonfinite_steps >= 1, "max_nonfinite_steps must be >= 1")
-    need(c.dist_timeout_minutes > 0, "dist_timeout_minutes must be > 0")
-    need(c.lora_rank >= 0, f"lora_rank must be >= 0 (0 trains every weight), got {c.lora_rank}")
-    need(c.seed >= 0, f"seed must be >= 0, got {c.seed}")
-    for f in dataclasses.fields(c):
-        value = getattr(c, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            errors.append(f"{f.name} must be finite, got {value}")
-    need(c.height > 0 and c.width > 0 and c.frames >= 0, "height, width must be > 0 and frames >= 0")
-    need(c.is_video == (c.family in VIDEO_FAMILIES), "frames > 0 exactly for the video families " + ", ".join(map(repr, VIDEO_FAMILIES)))
-    need(c.iterations >= 1, "iterations must be >= 1")
-    need(c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
-         "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1")
-    need(c.eval_every >= 0 and c.checkpoint_every >= 0 and c.eval_samples >= 1, "eval_every, checkpoint_every >= 0; eval_samples >= 1")
+    checks = [
+        (c.tcd_window >= 1 and c.tcd_max_gain >= 0 and c.tcd_eps > 0, "tcd_window >= 1, tcd_max_gain >= 0, tcd_eps > 0"),
+        (0 <= c.moca_lambda <= 1, f"moca_lambda must be in [0, 1], got {c.moca_lambda}"),
+        (numbers, f"reward weights must be finite numbers, got {c.rewards}"),
+        (not numbers or all(w > 0 for w in c.rewards.values()), "reward weights must be > 0 (drop a reward instead of weighting it 0)"),
+        *((name in REWARDS, f"unknown eval metric {name!r}; registered rewards: {sorted(REWARDS)}") for name in c.eval_metrics),
+        (c.oa_stride >= 1 and c.oa_every >= 1 and 0 < c.oa_sample_fraction <= 1 and 0 <= c.oa_ema < 1,
+         "oa_stride >= 1, oa_every >= 1, oa_sample_fraction in (0, 1], oa_ema in [0, 1)"),
+        (c.group_size >= 2, f"group_size must be >= 2 (advantages compare samples within a group), got {c.group_size}"),
+        (c.prompts_per_iteration >= 1, "prompts_per_iteration must be >= 1"),
+        (c.num_steps >= 2, f"num_steps must be >= 2 (the final step is deterministic), got {c.num_steps}"),
+        (c.eval_num_steps >= 1, "eval_num_steps must be >= 1"),
+        (c.learning_rate > 0, f"learning_rate must be > 0, got {c.learning_rate}"),
+        (c.noise_level > 0, f"noise_level must be > 0 (0 is the ODE: no exploration, no log-prob), got {c.noise_level}"),
+        (c.sde != "cps" or c.noise_level <= 1, "cps needs noise_level in (0, 1]"),
+        (0 < c.train_fraction <= 1, "train_fraction must be in (0, 1]"),
+        (c.window_size >= 1 and c.window_shift_every >= 1, "window_size and window_shift_every must be >= 1"),
+        (c.clip_range > 0, "clip_range must be > 0"),
+        (c.beta >= 0, "beta must be >= 0"),
+        (0 <= c.ema_decay < 1, "ema_decay must be in [0, 1)"),
+        (c.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
+        (c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "
+         "divides 0 by 0)"),
+        (c.max_nonfinite_steps >= 1, "max_nonfinite_steps must be >= 1"),
+        (c.dist_timeout_minutes > 0, "dist_timeout_minutes must be > 0"),
+        (c.lora_rank >= 0, f"lora_rank must be >= 0 (0 trains every weight), got {c.lora_rank}"),
+        (c.seed >= 0, f"seed must be >= 0, got {c.seed}"),
+        *((False, f"{f.name} must be finite, got {getattr(c, f.name)}") for f in dataclasses.fields(c)
+          if isinstance(getattr(c, f.name), float) and not math.isfinite(getattr(c, f.name))),
+        (c.height > 0 and c.width > 0 and c.frames >= 0, "height, width must be > 0 and frames >= 0"),
+        (c.is_video == (c.family in VIDEO_FAMILIES),
+         "frames > 0 exactly for the video families " + ", ".join(map(repr, VIDEO_FAMILIES))),
+        (c.iterations >= 1, "iterations must be >= 1"),
+        (c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
+         "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1"),
+        (c.eval_every >= 0 and c.checkpoint_every >= 0 and c.eval_samples >= 1, "eval_every, checkpoint_every >= 0; eval_samples >= 1"),
+    ]
+    return [msg for ok, msg in checks if not ok]
+
+
+def _batch_problems(c: Config, num_processes: int, check_split: bool) -> list[str]:
+    """An iteration's samples must split evenly over the processes, and (when the rest is valid: check_split)
+    each process's (sample, step) pairs evenly over the optimizer steps."""
     samples = c.prompts_per_iteration * c.group_size
-    need(samples % num_processes == 0,
-         f"prompts_per_iteration x group_size = {samples} samples must divide evenly over {num_processes} processes")
-    if not errors:
-        pairs = samples // num_processes * TrainedSteps.from_config(c).count
-        need(pairs % c.optimizer_steps_per_iteration == 0,
-             f"{pairs} (sample, step) pairs per process do not split into {c.optimizer_steps_per_iteration} optimizer steps")
-    if errors:
-        raise ValueError("invalid config:\n  - " + "\n  - ".join(errors))
+    if samples % num_processes:
+        return [f"prompts_per_iteration x group_size = {samples} samples must divide evenly over {num_processes} processes"]
+    pairs = samples // num_processes * TrainedSteps.from_config(c).count if check_split else 0
+    if pairs % c.optimizer_steps_per_iteration:
+        return [f"{pairs} (sample, step) pairs per process do not split into {c.optimizer_steps_per_iteration} optimizer steps"]
+    return []

@@ -52,3 +52,23 @@ def print_table(header: list, rows: list) -> None:
     print("  ".join(f"{h:>{w}}" for h, w in zip(header, widths)))
     for row in rows:
         print("  ".join(f"{fmt(v):>{w}}" for v, w in zip(row, widths)))
+
+
+def gif_html(path, label: str, width: int = 256) -> str:
+    """An inline, pixelated animated GIF with a caption, for IPython.display.HTML (GIFs animate in JupyterLab)."""
+    import base64
+    from pathlib import Path
+
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return (f'<figure style="display:inline-block;margin:4px"><img src="data:image/gif;base64,{data}" '
+            f'width={width} style="image-rendering:pixelated"><figcaption>{label}</figcaption></figure>')
+
+
+def step_weight_heatmap(W, title: str = "") -> None:
+    """Show step credit W [iterations, steps] (compare.step_weights): rows iterations, columns denoising steps,
+    untrained steps blank; uniform GRPO would be a flat 1."""
+    fig, ax = plt.subplots(figsize=(6, 3))
+    im = ax.imshow(W, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("denoising step t (0 = pure noise)"), ax.set_ylabel("iteration"), ax.set_title(title, fontsize=9)
+    fig.colorbar(im, label="step weight")
+    plt.show()

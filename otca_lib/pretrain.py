@@ -51,6 +51,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -157,30 +158,6 @@ def v_loss(x, x0_theta, x0, s):
 
 
 LOSSES = {"x0": x0_loss, "v": v_loss}
-ATTRIBUTES = {"image": {"size": sw.SIZES, "color": sw.COLORS, "shape": sw.SHAPES, "position": sw.POSITIONS},
-              "video": {"size": sw.SIZES, "color": sw.COLORS, "shape": sw.SHAPES, "direction": sw.DIRECTIONS}}
-
-
-def mislabel(captions: list[str], kind: str, p: float, allowed: set, g: torch.Generator) -> list[str]:
-    """Noisy captions, as web captions are: each attribute word is replaced, with probability p, by another value
-    drawn uniformly (the image stays the render of the true caption). The hope: a model that binds each word only
-    about 1 - p of the time, imperfect in alignment however clean its images. Measured on the image model (p 0.3,
-    data/README.md): from scratch it had learned little in 10 minutes; switched on after 20 clean minutes, it
-    collapsed the model to blurred blobs. Not used by the shipped models; kept to reproduce that measurement. A
-    noisy caption outside ``allowed`` (the training prompts) is not used: the true one is kept, so held-out
-    combinations never appear in training."""
-    out = []
-    for caption in captions:
-        attrs = sw.parse_caption(caption)
-        for name, values in ATTRIBUTES[kind].items():
-            flip, pick = torch.rand(2, generator=g).tolist()
-            if flip < p:
-                others = [v for v in values if v != attrs[name]]
-                attrs[name] = others[int(pick * len(others))]
-        noisy = (sw.caption_image(attrs["color"], attrs["shape"], attrs["size"], attrs["position"]) if kind == "image"
-                 else sw.caption_video(attrs["color"], attrs["shape"], attrs["size"], attrs["direction"]))
-        out.append(noisy if noisy in allowed else caption)
-    return out
 
 
 def biased(captions: list[str], shapes_per_color: int = 3, positions_per_shape: int = 9) -> list[str]:
@@ -226,44 +203,109 @@ def evaluate(pipe, captions: list[str], num_steps: int = 10, seed: int = 0, devi
     return {k: float(v.mean()) for k, v in reward(build_rewards(EVAL_REWARDS[kind]), pixels, captions).items()}
 
 
-def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | None = None, lr: float = 6e-4, seed: int = 0,
-          eval_every: float = 120.0, eval_every_steps: int | None = None, max_alignment: float = 0.8,
-          max_direction: float = 0.9, min_quality: float = 0.6, ema_decay: float = 0.999, loss: str = "x0",
-          unconditional_steps: int = 0, caption_noise: float = 0.0, caption_noise_after: float = 0.0,
-          drop: float = 0.1, shapes_per_color: int = 3, positions_per_shape: int = 9, omit: dict | None = None,
-          init: str | None = None, device="cpu", log=print) -> dict:
+@dataclass(frozen=True)
+class Recipe:
+    """What is pretrained, on which captions and how: every field is a command-line option of the same name."""
+    kind: str                       # a key of KINDS: 'image', 'image2' (level 2) or 'video'
+    loss: str = "x0"                # a key of LOSSES
+    lr: float = 6e-4                # AdamW learning rate
+    batch: int | None = None        # captions per step (default: KINDS' 64 images or 32 videos)
+    seed: int = 0                   # weights (stream PRETRAIN_WEIGHTS) and data (PRETRAIN_DATA)
+    ema_decay: float = 0.999        # decay of the weights' EMA (what is evaluated and shipped), after its warm-up
+    caption_dropout: float = 0.1    # probability that a caption is replaced by the empty prompt (CFG stays possible)
+    shapes_per_color: int = 3       # level 1's bias (`biased`): each color seen with this many shapes
+    positions_per_shape: int = 9    # level 1's bias: each shape seen at this many positions
+    omit: tuple = ()                # level 2: ((attribute, probability), ...) of leaving a word out of a caption
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which evaluation is shipped: the last one with held-out alignment <= max_alignment (and, for videos, direction
+    accuracy < max_direction), among those the last with quality >= min_quality if any reaches it."""
+    max_alignment: float = 0.8
+    max_direction: float = 0.9
+    min_quality: float = 0.6
+
+
+def pretraining_captions(recipe: Recipe) -> tuple[list[str], list[str]]:
+    """(training captions, held-out captions) of a recipe: level 2 uses every training caption (its words are
+    left out per batch instead); level 1 the biased subset."""
+    omit = dict(recipe.omit)
+    if omit and recipe.kind != "image2":
+        raise ValueError("caption omission (omit) is a level-2 recipe: use kind 'image2'")
+    if set(omit) - set(sw2.OMITTABLE):
+        raise ValueError(f"omit {sorted(set(omit) - set(sw2.OMITTABLE))}: a caption can only leave out {list(sw2.OMITTABLE)}")
+    if recipe.kind == "image2":
+        return sw2.prompts("train"), sw2.prompts("test")
+    return (biased(sw.prompts(recipe.kind, "train"), recipe.shapes_per_color, recipe.positions_per_shape),
+            sw.prompts(recipe.kind, "test"))
+
+
+def draw_batch(recipe: Recipe, captions: list[str], batch: int, g: torch.Generator, device) -> tuple:
+    """One step's data from the generator g: (x0, captions as the model reads them, e, s). x0 are renders in [-1, 1],
+    (B, 3, 32, 32) images or (B, 3, 8, 32, 32) videos from seeded random start positions (images draw no start
+    seed: each image caption has exactly one render); level 2 leaves words out, then any caption may be dropped
+    (classifier-free guidance); e ~ N(0, I); s = sigmoid(n), n ~ N(0, 1), the logit-normal noise levels."""
+    level2 = recipe.kind == "image2"
+    caps = [captions[i] for i in torch.randint(len(captions), (batch,), generator=g).tolist()]
+    start = int(torch.randint(2**31, (1,), generator=g)) if recipe.kind == "video" else None
+    x0 = (sw2.render_batch(caps, device) if level2 else sw.render_batch(caps, seed=start, device=device)) * 2 - 1
+    if level2:  # caption omission: each of size / pattern / position left out with its probability
+        omit = dict(recipe.omit)
+        u = torch.rand(batch, len(sw2.OMITTABLE), generator=g)
+        caps = [sw2.caption(**{k: a[k] for k in ("color", "shape", "size", "pattern", "position")},
+                            omit=[n for j, n in enumerate(sw2.OMITTABLE) if u[i, j] < omit.get(n, 0.0)])
+                for i, a in enumerate(map(sw2.parse_caption, caps))]
+    dropped = torch.rand(batch, generator=g) < recipe.caption_dropout
+    caps = ["" if d else c for c, d in zip(caps, dropped.tolist())]
+    e = torch.randn(x0.shape, generator=g).to(device)
+    s = torch.sigmoid(torch.randn(batch, generator=g)).to(device)
+    return x0, caps, e, s
+
+
+@torch.no_grad()
+def ema_step(ema: list, modules: list, step: int, decay: float) -> None:
+    """EMA with warm-up: decay min(decay, (1 + step) / (10 + step)), so the average covers about the last tenth of
+    the steps taken so far; a fixed 0.999 from step 0 averaged weights from far apart in early training, and its
+    samples went from one big blob to near-blank canvases before recovering (data/README.md)."""
+    d = min(decay, (1 + step) / (10 + step))
+    for m_ema, m in zip(ema, modules):
+        for pe, p in zip(m_ema.parameters(), m.parameters()):
+            pe.lerp_(p, 1 - d)
+
+
+def choose(history: list[dict], level2: bool, selection: Selection) -> int:
+    """The index of the evaluation to ship (see Selection); the last one if none qualifies."""
+    prefix = "sw2" if level2 else "sw"
+    ok = [i for i, r in enumerate(history) if r[f"{prefix}_alignment"] <= selection.max_alignment
+          and r.get("sw_direction", 0.0) < selection.max_direction]
+    good = [i for i in ok if history[i][f"{prefix}_quality"] >= selection.min_quality]
+    return (good or ok or [len(history) - 1])[-1]
+
+
+def train(recipe: Recipe, minutes: float, *, steps: int | None = None, eval_every: float = 120.0,
+          eval_every_steps: int | None = None, selection: Selection = Selection(), init: str | None = None,
+          device="cpu", log=print) -> dict:
     """Train for `steps` optimizer steps or `minutes` of wall time, whichever ends first, evaluating the EMA
-    every `eval_every_steps` steps (or, without it, every `eval_every` seconds) and at the end. omit (level 2
-    only): {attribute: probability} that a pretraining caption leaves out its size / pattern / position.
-    init: a folder this command wrote (same kind); training continues from its weights and its snapshot's
-    step count (`steps` is then the total to reach). A warm start, not a resume: the optimizer's moments
-    restart, and the data are drawn from a stream of their own for the continuation."""
-    make_pipeline, _, predict, default_batch = KINDS[kind]
-    loss_fn = LOSSES[loss]
-    batch = batch or default_batch
-    torch.manual_seed(seed)  # (nothing below should draw from the global generator; every draw has its stream)
-    pipe = make_pipeline(seed).to(device)
-    start_step = load_init(pipe, Path(init), kind) if init else 0
+    every `eval_every_steps` steps (or, without it, every `eval_every` seconds) and at the end; the pipeline that
+    comes back holds the evaluation `selection` chooses. init: a folder this command wrote (same kind): training
+    continues from its weights and its snapshot's step count (`steps` is then the total to reach). A warm start,
+    not a resume: the optimizer's moments restart, and the data are drawn from a stream of their own."""
+    make_pipeline, _, predict, default_batch = KINDS[recipe.kind]
+    train_caps, test_caps = pretraining_captions(recipe)
+    batch = recipe.batch or default_batch
+    torch.manual_seed(recipe.seed)  # (nothing below should draw from the global generator; every draw has its stream)
+    pipe = make_pipeline(recipe.seed).to(device)
+    start_step = load_init(pipe, Path(init), recipe.kind) if init else 0
     modules = _modules(pipe)
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train()
     ema = copy.deepcopy(modules)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    level2 = kind == "image2"
-    if level2:
-        train_caps, test_caps = sw2.prompts("train"), sw2.prompts("test")
-    else:
-        train_caps, test_caps = biased(sw.prompts(kind, "train"), shapes_per_color, positions_per_shape), sw.prompts(kind, "test")
-    omit = {k: float(v) for k, v in (omit or {}).items()}
-    if omit and not level2:
-        raise ValueError("caption omission (omit) is a level-2 recipe: use kind 'image2'")
-    if set(omit) - set(sw2.OMITTABLE):
-        raise ValueError(f"omit {sorted(set(omit) - set(sw2.OMITTABLE))}: a caption can only leave out {list(sw2.OMITTABLE)}")
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     log(f"{len(train_caps)} training captions")
-    allowed = set(train_caps)
     # not the weights' stream: the data must not replay their draws; a continuation draws its own data
-    g = generator(seed, Stream.PRETRAIN_DATA) if start_step == 0 else generator(seed, Stream.PRETRAIN_DATA, start_step)
+    g = generator(recipe.seed, Stream.PRETRAIN_DATA) if start_step == 0 else generator(recipe.seed, Stream.PRETRAIN_DATA, start_step)
     history, snapshots = [], []
     t_start = time.time()
     step, loss = start_step, None
@@ -275,52 +317,22 @@ def train(kind: str, minutes: float, *, steps: int | None = None, batch: int | N
             eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
             _copy_weights(eval_pipe, ema)
             row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": None if loss is None else round(float(loss.detach()), 4),
-                   **evaluate(eval_pipe, test_caps, seed=seed, device=device, kind=kind)}
+                   **evaluate(eval_pipe, test_caps, seed=recipe.seed, device=device, kind=recipe.kind)}
             history.append(row)
             snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in ema])
             log(json.dumps(row))
             if done:
                 break
-        idx = torch.randint(len(train_caps), (batch,), generator=g)
-        caps = [train_caps[i] for i in idx.tolist()]
-        # (B, 3, 32, 32) images, or (B, 3, 8, 32, 32) videos from seeded random start positions; in [-1, 1].
-        # (Images draw no start seed: each image caption has exactly one render.)
-        start = int(torch.randint(2**31, (1,), generator=g)) if kind == "video" else None
-        x0 = (sw2.render_batch(caps, device) if level2 else sw.render_batch(caps, seed=start, device=device)) * 2 - 1
-        if level2:  # caption omission: each of size / pattern / position left out with its probability
-            u = torch.rand(batch, len(sw2.OMITTABLE), generator=g)
-            caps = [sw2.caption(**{k: a[k] for k in ("color", "shape", "size", "pattern", "position")},
-                                omit=[n for j, n in enumerate(sw2.OMITTABLE) if u[i, j] < omit.get(n, 0.0)])
-                    for i, a in enumerate(map(sw2.parse_caption, caps))]
-        if caption_noise > 0 and elapsed >= caption_noise_after * 60:  # (no draws otherwise: same random stream)
-            caps = mislabel(caps, kind, caption_noise, allowed, g)
-        # Caption dropout (default 10 %: classifier-free guidance stays possible); every caption in the first
-        # `unconditional_steps` (the hope: learn to draw before binding words; measured: without captions the
-        # model hardly learns to draw at all, data/README.md).
-        drop_mask = torch.rand(batch, generator=g) < (1.0 if step < unconditional_steps else drop)
-        caps = ["" if d else c for c, d in zip(caps, drop_mask.tolist())]
-        e = torch.randn(x0.shape, generator=g).to(device)
-        s = torch.sigmoid(torch.randn(batch, generator=g)).to(device)           # logit-normal noise levels
+        x0, caps, e, s = draw_batch(recipe, train_caps, batch, g, device)
         x, x0_theta = predict(pipe, x0, caps, e, s)
-        loss = loss_fn(x, x0_theta, x0, s)
+        loss = LOSSES[recipe.loss](x, x0_theta, x0, s)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        # EMA with warm-up: decay min(ema_decay, (1 + step) / (10 + step)), so the average covers about the last
-        # tenth of the steps taken so far; a fixed 0.999 from step 0 averaged weights from far apart in early
-        # training, and its samples went from one big blob to near-blank canvases before recovering (data/README.md).
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for m_ema, m in zip(ema, _modules(pipe)):
-                for pe, p in zip(m_ema.parameters(), m.parameters()):
-                    pe.lerp_(p, 1 - decay)
+        ema_step(ema, _modules(pipe), step, recipe.ema_decay)
         step += 1
-    prefix = "sw2" if level2 else "sw"
-    ok = [i for i, r in enumerate(history) if r[f"{prefix}_alignment"] <= max_alignment
-          and r.get("sw_direction", 0.0) < max_direction]
-    good = [i for i in ok if history[i][f"{prefix}_quality"] >= min_quality]
-    chosen = (good or ok or [len(history) - 1])[-1]
+    chosen = choose(history, recipe.kind == "image2", selection)
     for m, state in zip(_modules(pipe), snapshots[chosen]):
         m.load_state_dict(state)
     return {"pipeline": pipe, "history": history, "chosen": chosen, "steps": step, "captions": len(train_caps),
@@ -370,8 +382,6 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--eval-every", type=float, default=120.0, help="seconds between held-out evaluations")
     ap.add_argument("--eval-every-steps", type=int, default=None, help="evaluate every N steps instead")
-    ap.add_argument("--unconditional-steps", type=int, default=0, help="drop every caption in the first N steps: "
-                    "the model learns to draw before it learns to bind words")
     ap.add_argument("--caption-dropout", type=float, default=0.1, help="probability that a training caption is "
                     "replaced by the empty prompt (the unconditional model of classifier-free guidance)")
     ap.add_argument("--shapes-per-color", type=int, default=3, help="bias: each color seen with this many shapes")
@@ -388,10 +398,6 @@ def main(argv=None) -> int:
     ap.add_argument("--min-quality", type=float, default=0.6)
     ap.add_argument("--ema-decay", type=float, default=0.999, help="decay of the weights' EMA (what is evaluated and shipped)")
     ap.add_argument("--loss", choices=list(LOSSES), default="x0", help="x0: (x0_theta - x0)^2; v: the same / s^2")
-    ap.add_argument("--caption-noise", type=float, default=0.0, help="probability that each attribute word of a "
-                    "training caption is replaced by another value (the image is not changed)")
-    ap.add_argument("--caption-noise-after", type=float, default=0.0, help="minutes of clean captions before the "
-                    "noise starts (the model first learns to draw, then to bind words only loosely)")
     a = ap.parse_args(argv)
     for ok, message in ((a.steps is None or a.steps >= 1, f"--steps {a.steps}: give at least 1 step"),
                         (a.eval_every_steps is None or a.eval_every_steps >= 1,
@@ -412,15 +418,13 @@ def main(argv=None) -> int:
         if not ok:
             ap.error(message)
     minutes = a.minutes or 30.0
+    omit = tuple((n, getattr(a, f"omit_{n}")) for n in ("size", "pattern", "position")) if a.kind == "image2" else ()
+    recipe = Recipe(a.kind, loss=a.loss, lr=a.lr, batch=a.batch, seed=a.seed, ema_decay=a.ema_decay,
+                    caption_dropout=a.caption_dropout, shapes_per_color=a.shapes_per_color,
+                    positions_per_shape=a.positions_per_shape, omit=omit)
     try:
-        result = train(a.kind, minutes, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, eval_every=a.eval_every,
-                       eval_every_steps=a.eval_every_steps, max_alignment=a.max_alignment, max_direction=a.max_direction,
-                       min_quality=a.min_quality, ema_decay=a.ema_decay, loss=a.loss,
-                       unconditional_steps=a.unconditional_steps, caption_noise=a.caption_noise,
-                       caption_noise_after=a.caption_noise_after, drop=a.caption_dropout,
-                       shapes_per_color=a.shapes_per_color, positions_per_shape=a.positions_per_shape,
-                       omit={"size": a.omit_size, "pattern": a.omit_pattern, "position": a.omit_position} if a.kind == "image2" else None,
-                       init=a.init, device=a.device)
+        result = train(recipe, minutes, steps=a.steps, eval_every=a.eval_every, eval_every_steps=a.eval_every_steps,
+                       selection=Selection(a.max_alignment, a.max_direction, a.min_quality), init=a.init, device=a.device)
     except (ValueError, ModelNotAvailable) as e:  # user errors train() finds: a bad --init folder or recipe
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -116,50 +116,58 @@ class EMA:
 
 
 
+def shuffled_pairs(rollout, adv: torch.Tensor, seed: int, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (sample b, trained step t, advantage a) pairs of a rollout, flattened and shuffled: b, t [B K] long and
+    a [B K] (or [B K, R]). The shuffle is seeded (stream SHUFFLE) so every process and a resumed run agree."""
+    B, K = adv.shape[:2]
+    device = adv.device
+    b_idx = torch.arange(B, device=device).repeat_interleave(K)
+    t_idx = rollout.trained.to(device).repeat(B)
+    a_flat = adv.reshape(B * K, *adv.shape[2:])
+    perm = torch.randperm(B * K, generator=generator(seed, Stream.SHUFFLE, iteration)).to(device)
+    return b_idx[perm], t_idx[perm], a_flat[perm]
+
+
+def pair_loss(policy, rollout, b: torch.Tensor, t: torch.Tensor, a: torch.Tensor, cfg, sums: dict) -> torch.Tensor:
+    """Per-pair loss [N] of (sample b, step t) pairs with advantages a: the clipped surrogate, plus beta times the
+    KL to the reference policy when beta > 0. Adds the pairs' diagnostics to ``sums``."""
+    st = recompute(policy, rollout, b, t)
+    old = rollout.log_probs[b, t]
+    loss, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range)
+    if cfg.beta > 0:
+        with torch.no_grad(), policy.reference():
+            mean_ref = recompute(policy, rollout, b, t).mean
+        kl = kl_in_mean_space(st.mean, mean_ref, st.std)
+        loss = loss + cfg.beta * kl
+        sums["kl_to_ref"] += float(kl.detach().sum())
+    with torch.no_grad():
+        d = st.log_prob.detach() - old
+        sums["loss"] += float(loss.detach().sum())
+        sums["approx_kl"] += float((0.5 * d**2).sum())
+        sums["clipfrac"] += float(((ratio - 1).abs() > cfg.clip_range).float().sum())
+        sums["ratio"] += float(ratio.detach().sum())
+    return loss
+
+
 def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, iteration: int,
            ema: EMA | None = None, guard: NonFiniteGuard | None = None) -> dict[str, float]:
     """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K] (or [B, K, R]). -> metrics.
     guard: the run's NonFiniteGuard (default: a fresh one with cfg.max_nonfinite_steps)."""
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
-    B, K = adv.shape[:2]
-    device = adv.device
-    # Flatten (sample, trained step) pairs; the shuffle is seeded so every process and a resumed run agree.
-    b_idx = torch.arange(B, device=device).repeat_interleave(K)
-    t_idx = rollout.trained.to(device).repeat(B)
-    a_flat = adv.reshape(B * K, *adv.shape[2:])
-    g = generator(cfg.seed, Stream.SHUFFLE, iteration)
-    perm = torch.randperm(B * K, generator=g).to(device)
-    b_idx, t_idx, a_flat = b_idx[perm], t_idx[perm], a_flat[perm]
-    n_opt = cfg.optimizer_steps_per_iteration
-    per_opt = B * K // n_opt
+    b_idx, t_idx, a_flat = shuffled_pairs(rollout, adv, cfg.seed, iteration)
+    n = len(b_idx)
+    per_opt = n // cfg.optimizer_steps_per_iteration
     params = policy.trainable_parameters()
     sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_ref": 0.0, "ratio": 0.0}
     grad_norms, skipped = [], 0
-    for o in range(n_opt):
+    for o in range(cfg.optimizer_steps_per_iteration):
         chunks = list(range(o * per_opt, (o + 1) * per_opt, cfg.train_micro_batch))
         for j, lo in enumerate(chunks):
             sl = slice(lo, min(lo + cfg.train_micro_batch, (o + 1) * per_opt))
-            b, t, a = b_idx[sl], t_idx[sl], a_flat[sl]
             # Gradients are all-reduced only after the last micro-batch of the optimizer step.
-            sync = contextlib.nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(policy.transformer)
-            with sync:
-                st = recompute(policy, rollout, b, t)
-                old = rollout.log_probs[b, t]
-                pg, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range)
-                loss = pg
-                if cfg.beta > 0:
-                    with torch.no_grad(), policy.reference():
-                        mean_ref = recompute(policy, rollout, b, t).mean
-                    kl = kl_in_mean_space(st.mean, mean_ref, st.std)
-                    loss = loss + cfg.beta * kl
-                    sums["kl_to_ref"] += float(kl.detach().sum())
+            with contextlib.nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(policy.transformer):
+                loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums)
                 accelerator.backward(loss.sum() / per_opt)
-            with torch.no_grad():
-                d = st.log_prob.detach() - old
-                sums["loss"] += float(loss.detach().sum())
-                sums["approx_kl"] += float((0.5 * d**2).sum())
-                sums["clipfrac"] += float(((ratio - 1).abs() > cfg.clip_range).float().sum())
-                sums["ratio"] += float(ratio.detach().sum())
         # (clip_grad_norm_ returns the norm before clipping; the gradients are all-reduced by now, so every
         # process sees the same norm and takes the same decision)
         norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else grad_norm(params)
@@ -178,7 +186,6 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
         raise NonFiniteError(f"iteration {iteration}: {len(bad)} of {len(params)} trained tensors became non-finite "
                              f"after an optimizer step with finite gradients (learning_rate={cfg.learning_rate}): "
                              "lower the learning rate; the last checkpoint is unaffected")
-    n = B * K
     metrics = {f"policy/{k}": v / n for k, v in sums.items() if k != "kl_to_ref" or cfg.beta > 0}
     metrics["policy/skipped_steps"] = float(skipped)
     if grad_norms:

@@ -57,3 +57,19 @@ def test_the_library_imports_without_a_cycle():
     assert graph["train"] >= {"sample", "update"}  # the graph is read (a parser that finds nothing passes anything)
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def long_functions(limit: int = 60) -> list[str]:
+    """Functions of the library longer than `limit` lines, command-line mains (argument parsers) excepted."""
+    found = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "main":
+                if node.end_lineno - node.lineno + 1 > limit:
+                    found.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    return found
+
+
+def test_no_function_reads_longer_than_a_screen():
+    assert not long_functions(), "split these into named parts: " + ", ".join(long_functions())
+    assert long_functions(limit=20)  # the measurement sees functions at all
