@@ -61,6 +61,7 @@ from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, S
 from . import shapesworld as sw
 from . import shapesworld2 as sw2
 from .checksums import write_sha256sums
+from .ema import EMA, warmup_decay
 from .policy import ModelNotAvailable, policy_from_pipeline, verify_sha256sums
 from .rewards import build_rewards, reward
 from .sample import RolloutSpec, sample
@@ -71,11 +72,7 @@ VOCAB = word_vocab(["a", "at", "the", "moving", *sw.SIZES, *sw.COLORS, *sw.SHAPE
                     *(w for p in sw.POSITIONS for w in p.split()), *sw.DIRECTIONS])
 VOCAB2 = word_vocab([*list(VOCAB)[3:], *sw2.PATTERNS])  # level 2 (image2): level 1's words and the patterns, in that order
 MAX_TOKENS = 12  # the longest caption ("a large purple triangle at the bottom right") is 8 words + </s>
-EVAL_REWARDS = {"image": ("sw_alignment", "sw_color", "sw_shape", "sw_position", "sw_size", "sw_quality", "sw_aesthetic"),
-                "video": ("sw_alignment", "sw_color", "sw_shape", "sw_size", "sw_motion", "sw_direction",
-                          "sw_consistency", "sw_quality", "sw_aesthetic"),
-                "image2": ("sw2_alignment", "sw2_color", "sw2_shape", "sw2_position", "sw2_size", "sw2_pattern",
-                           "sw2_quality", "sw2_aesthetic")}
+EVAL_REWARDS = {"image": sw.OBJECTIVES["image"], "video": sw.OBJECTIVES["video"], "image2": sw2.OBJECTIVES["image"]}
 
 
 def _clip(hidden: int, projection: int, vocab: dict = VOCAB):
@@ -211,7 +208,7 @@ class Recipe:
     lr: float = 6e-4                # AdamW learning rate
     batch: int | None = None        # captions per step (default: KINDS' 64 images or 32 videos)
     seed: int = 0                   # weights (stream PRETRAIN_WEIGHTS) and data (PRETRAIN_DATA)
-    ema_decay: float = 0.999        # decay of the weights' EMA (what is evaluated and shipped), after its warm-up
+    ema_decay: float = 0.999        # decay of the weights' EMA (what is evaluated and shipped), after its warm-up (ema.py)
     caption_dropout: float = 0.1    # probability that a caption is replaced by the empty prompt (CFG stays possible)
     shapes_per_color: int = 3       # level 1's bias (`biased`): each color seen with this many shapes
     positions_per_shape: int = 9    # level 1's bias: each shape seen at this many positions
@@ -263,17 +260,6 @@ def draw_batch(recipe: Recipe, captions: list[str], batch: int, g: torch.Generat
     return x0, caps, e, s
 
 
-@torch.no_grad()
-def ema_step(ema: list, modules: list, step: int, decay: float) -> None:
-    """EMA with warm-up: decay min(decay, (1 + step) / (10 + step)), so the average covers about the last tenth of
-    the steps taken so far; a fixed 0.999 from step 0 averaged weights from far apart in early training, and its
-    samples went from one big blob to near-blank canvases before recovering (data/README.md)."""
-    d = min(decay, (1 + step) / (10 + step))
-    for m_ema, m in zip(ema, modules):
-        for pe, p in zip(m_ema.parameters(), m.parameters()):
-            pe.lerp_(p, 1 - d)
-
-
 def choose(history: list[dict], level2: bool, selection: Selection) -> int:
     """The index of the evaluation to ship (see Selection); the last one if none qualifies."""
     prefix = "sw2" if level2 else "sw"
@@ -301,7 +287,7 @@ def train(recipe: Recipe, minutes: float, *, steps: int | None = None, eval_ever
     params = [p for m in modules for p in m.parameters()]
     for m in modules:
         m.train()
-    ema = copy.deepcopy(modules)
+    ema = EMA(params, recipe.ema_decay)
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
     log(f"{len(train_caps)} training captions")
     # not the weights' stream: the data must not replay their draws; a continuation draws its own data
@@ -314,12 +300,12 @@ def train(recipe: Recipe, minutes: float, *, steps: int | None = None, eval_ever
         done = elapsed >= minutes * 60 or (steps is not None and step >= steps)
         due = (step > start_step and step % eval_every_steps == 0) if eval_every_steps else elapsed >= eval_every * (len(history) + 1)
         if due or done:
-            eval_pipe = copy.deepcopy(pipe)  # the policy wrapper freezes and evals its pipeline's modules
-            _copy_weights(eval_pipe, ema)
+            with ema.swapped():  # a copy with the averaged weights: the policy wrapper freezes and evals its modules
+                eval_pipe = copy.deepcopy(pipe)
+            snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in _modules(eval_pipe)])
             row = {"minutes": round(elapsed / 60, 2), "step": step, "loss": None if loss is None else round(float(loss.detach()), 4),
                    **evaluate(eval_pipe, test_caps, seed=recipe.seed, device=device, kind=recipe.kind)}
             history.append(row)
-            snapshots.append([{k: v.clone() for k, v in m.state_dict().items()} for m in ema])
             log(json.dumps(row))
             if done:
                 break
@@ -330,7 +316,7 @@ def train(recipe: Recipe, minutes: float, *, steps: int | None = None, eval_ever
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        ema_step(ema, _modules(pipe), step, recipe.ema_decay)
+        ema.step(warmup_decay(recipe.ema_decay, step))
         step += 1
     chosen = choose(history, recipe.kind == "image2", selection)
     for m, state in zip(_modules(pipe), snapshots[chosen]):
@@ -362,12 +348,6 @@ def load_init(pipe, folder: Path, kind: str) -> int:
                 raise ValueError(f"--init {folder}: expected one .safetensors file in {name}/, found {len(files)}")
             module.load_state_dict(load_file(files[0]))
     return int(meta["held_out"]["step"])
-
-
-def _copy_weights(pipe, modules):
-    """Copy the weights of [transformer, text_encoder, text_encoder_2] modules into the pipeline's."""
-    for m, src in zip(_modules(pipe), modules):
-        m.load_state_dict(src.state_dict())
 
 
 def main(argv=None) -> int:

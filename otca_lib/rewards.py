@@ -81,21 +81,20 @@ def reward(reward_fns: dict[str, RewardFn], pixels: torch.Tensor, prompts: list)
 
 # The ShapesWorld testbed's exact rewards: level 1 (sw_color, ..., sw_motion; otca_lib/shapesworld.py) and
 # level 2 (sw2_color, ..., sw2_pattern; otca_lib/shapesworld2.py).
-from .shapesworld import REWARDS as _SHAPESWORLD_REWARDS  # noqa: E402
-from .shapesworld2 import REWARDS as _SHAPESWORLD2_REWARDS  # noqa: E402
+from . import shapesworld as _sw, shapesworld2 as _sw2  # noqa: E402
 
-REWARDS.update(_SHAPESWORLD_REWARDS)
-REWARDS.update(_SHAPESWORLD2_REWARDS)
-_VIDEO_ONLY, _IMAGE_ONLY = ("sw_motion", "sw_consistency", "sw_direction"), ("sw_position",)
+REWARDS.update(_sw.REWARDS)
+REWARDS.update(_sw2.REWARDS)
 
 
 def shapesworld_objectives(names, video: bool) -> list[str]:
     """Every ShapesWorld objective of the level that the reward `names` use (level 2 if any starts with 'sw2_',
     level 1 if any with 'sw_'), those that apply to images or videos; [] for other rewards."""
+    kind = "video" if video else "image"
     if any(n.startswith("sw2_") for n in names):
-        return [] if video else list(_SHAPESWORLD2_REWARDS)
+        return list(_sw2.OBJECTIVES.get(kind, []))
     if any(n.startswith("sw_") for n in names):
-        return [k for k in _SHAPESWORLD_REWARDS if k not in (_IMAGE_ONLY if video else _VIDEO_ONLY)]
+        return list(_sw.OBJECTIVES[kind])
     return []
 
 # Model-based rewards (clip_score, pickscore, aesthetic, hpsv21, imagereward, video_*; otca_lib/reward_models.py):

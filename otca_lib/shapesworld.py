@@ -489,6 +489,9 @@ def sw_direction(pixels: torch.Tensor, prompts: list) -> torch.Tensor:
 REWARDS = {fn.__name__: (lambda fn: lambda device: fn)(fn) for fn in (
     sw_color, sw_shape, sw_position, sw_size, sw_alignment, sw_quality, sw_aesthetic, sw_motion, sw_consistency,
     sw_direction)}
+# the objectives of each kind of sample, in REWARDS' order: videos have no position, images no motion
+OBJECTIVES = {"image": [k for k in REWARDS if k not in ("sw_motion", "sw_consistency", "sw_direction")],
+              "video": [k for k in REWARDS if k != "sw_position"]}
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -209,3 +209,4 @@ sw2_color, sw2_shape, sw2_size, sw2_position, sw2_pattern, sw2_alignment, sw2_qu
 # name -> factory(device) -> fn(pixels, prompts) -> [B] (otca_lib.rewards registers them)
 REWARDS = {fn.__name__: (lambda fn: lambda device: fn)(fn) for fn in (
     sw2_color, sw2_shape, sw2_position, sw2_size, sw2_pattern, sw2_alignment, sw2_quality, sw2_aesthetic)}
+OBJECTIVES = {"image": list(REWARDS)}  # level 2 has images only

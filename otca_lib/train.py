@@ -28,6 +28,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
 from .credit import CreditInput, CreditState, advantage
+from .ema import EMA
 from .groups import group_reward_stats
 from .media import save_grid
 from .policy import ModelNotAvailable, load_policy
@@ -36,7 +37,7 @@ from .rewards import build_rewards, reward
 from .sample import rollout_spec, sample
 from .seeds import Stream, generator, sample_seed
 from .steps import TrainedSteps
-from .update import EMA, NonFiniteError, NonFiniteGuard, update
+from .update import NonFiniteError, NonFiniteGuard, update
 
 def finite_mean(r: torch.Tensor) -> float:
     """Mean of the finite entries (a failed reward is NaN and counted in */nonfinite); NaN if there are none."""

@@ -88,34 +88,6 @@ def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
-class EMA:
-    """Exponential moving average of the trainable weights: ema <- d ema + (1 - d) theta."""
-
-    def __init__(self, params: list[torch.nn.Parameter], decay: float):
-        self.params, self.decay = params, decay
-        self.shadow = [p.detach().clone().float() for p in params]
-
-    @torch.no_grad()
-    def step(self):
-        for e, p in zip(self.shadow, self.params):
-            e.lerp_(p.detach().float(), 1 - self.decay)
-
-    @contextlib.contextmanager
-    def swapped(self):
-        """Temporarily load the EMA weights into the model (for evaluation)."""
-        saved = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, e in zip(self.params, self.shadow):
-                p.copy_(e)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, s in zip(self.params, saved):
-                    p.copy_(s)
-
-
-
 def shuffled_pairs(rollout, adv: torch.Tensor, seed: int, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (sample b, trained step t, advantage a) pairs of a rollout, flattened and shuffled: b, t [B K] long and
     a [B K] (or [B K, R]). The shuffle is seeded (stream SHUFFLE) so every process and a resumed run agree."""
@@ -150,9 +122,10 @@ def pair_loss(policy, rollout, b: torch.Tensor, t: torch.Tensor, a: torch.Tensor
 
 
 def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, iteration: int,
-           ema: EMA | None = None, guard: NonFiniteGuard | None = None) -> dict[str, float]:
+           ema=None, guard: NonFiniteGuard | None = None) -> dict[str, float]:
     """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K] (or [B, K, R]). -> metrics.
-    guard: the run's NonFiniteGuard (default: a fresh one with cfg.max_nonfinite_steps)."""
+    ema: an ema.EMA of the trained weights, stepped after every optimizer step; guard: the run's NonFiniteGuard
+    (default: a fresh one with cfg.max_nonfinite_steps)."""
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
     b_idx, t_idx, a_flat = shuffled_pairs(rollout, adv, cfg.seed, iteration)
     n = len(b_idx)
