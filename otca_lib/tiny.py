@@ -91,30 +91,28 @@ def image_vae(latent_channels: int = 4, blocks: int = 3) -> AutoencoderKL:
     )
 
 
-def _sd3_text_encoders() -> dict:
-    return dict(text_encoder=clip_encoder(True), tokenizer=tokenizer(77),
-                text_encoder_2=clip_encoder(True), tokenizer_2=tokenizer(77),
-                text_encoder_3=t5_encoder(), tokenizer_3=tokenizer(512))
+def _sd3(sample_size: int, patch_size: int, channels: int, pos_embed_max_size: int, shift: float, make_vae=None):
+    """An SD3 pipeline of 2 layers (width 32) on sample_size^2 inputs of `channels`, with the tiny text encoders.
+    Weights are drawn in the pipeline's order: transformer, VAE (make_vae(), or none), CLIP, CLIP, T5."""
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=patch_size, in_channels=channels, out_channels=channels, num_layers=2,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=32,
+        pooled_projection_dim=32, pos_embed_max_size=pos_embed_max_size)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        vae=make_vae() if make_vae else None,
+        text_encoder=clip_encoder(True), tokenizer=tokenizer(77), text_encoder_2=clip_encoder(True),
+        tokenizer_2=tokenizer(77), text_encoder_3=t5_encoder(), tokenizer_3=tokenizer(512))
 
 
 def sd3_pixel() -> StableDiffusion3Pipeline:
     """SD3 on 32 x 32 RGB pixels, patches of 4: no VAE."""
-    transformer = SD3Transformer2DModel(
-        sample_size=32, patch_size=4, in_channels=3, out_channels=3, num_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=32,
-        pos_embed_max_size=8)
-    return StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
-                                    vae=None, **_sd3_text_encoders())
+    return _sd3(32, 4, 3, 8, shift=1.0)
 
 
 def sd3() -> StableDiffusion3Pipeline:
     """SD3 on 8 x 8 latents of the tiny image VAE (32 x 32 px)."""
-    transformer = SD3Transformer2DModel(
-        sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=32,
-        pos_embed_max_size=16)
-    return StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                                    vae=image_vae(), **_sd3_text_encoders())
+    return _sd3(8, 2, 4, 16, shift=3.0, make_vae=image_vae)
 
 
 def flux() -> FluxPipeline:
