@@ -32,6 +32,7 @@ from .ema import EMA
 from .groups import group_reward_stats
 from .media import save_grid
 from .policy import ModelNotAvailable, load_policy
+from .progress import CollectiveError, Progress
 from .prompts import read_prompts
 from .rewards import build_rewards, reward
 from .sample import rollout_spec, sample
@@ -69,6 +70,7 @@ class Trainer:
         or bench/gpu_check.py's random-init real architectures). overwrite: a fresh run may replace the run
         already in cfg.output_dir (its metrics, samples, checkpoints); without it that is an error."""
         self.acc = accelerator or make_accelerator(cfg.dist_timeout_minutes)
+        self.progress = Progress(self.acc.process_index, self.acc.num_processes, cfg.dist_timeout_minutes)
         self.overwrite = overwrite
         validate(cfg, self.acc.num_processes)
         self.cfg = cfg
@@ -125,22 +127,28 @@ class Trainer:
         seeds = [sample_seed(c.seed, Stream.SAMPLE, it, i) for i in idx]
         init = [sample_seed(c.seed, Stream.GROUP, it, int(group[i])) for i in idx] if c.shared_initial_noise else None
         # 1. sample
+        self.progress.at(f"iteration {it}: sample")
         rollout = sample(self.policy, prompts[local], self.spec, trained=self.trained_steps.at(it), seeds=seeds,
                          init_seeds=init)
         t1 = time.perf_counter()
         # 2. reward (gathered: a prompt's group may span processes)
+        self.progress.at(f"iteration {it}: reward")
         r_local = reward(self.reward_fns, rollout.pixels, prompts[local])
-        rewards = {k: acc.gather(v.to(dev)) for k, v in r_local.items()}
+        with self.progress.collective(f"iteration {it}: reward gather"):
+            rewards = {k: acc.gather(v.to(dev)) for k, v in r_local.items()}
         t2 = time.perf_counter()
         # 3. advantage
+        self.progress.at(f"iteration {it}: advantage")
         adv, diag = advantage(c.credit, CreditInput(rewards, group.to(dev), local, rollout, c, it,
                                                     self.score_latents, self.credit_state))
         t3 = time.perf_counter()
         # 4. update
         self.policy.transformer.train()
-        metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema, guard=self.guard)
+        with self.progress.collective(f"iteration {it}: update (forward, backward, gradient all-reduce)"):
+            metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema, guard=self.guard)
         t4 = time.perf_counter()
-        metrics = {k: float(acc.reduce(torch.tensor(v, device=dev), "mean")) for k, v in metrics.items()}
+        with self.progress.collective(f"iteration {it}: metrics all-reduce"):
+            metrics = {k: float(acc.reduce(torch.tensor(v, device=dev), "mean")) for k, v in metrics.items()}
         metrics.update(self._reward_metrics(rewards, group.to(dev), "reward"))
         metrics.update({f"credit/{k}": float(v) for k, v in diag.items()})
         metrics.update({"perf/sec_per_iter": t4 - t0, "perf/sample_sec": t1 - t0, "perf/reward_sec": t2 - t1,
@@ -178,14 +186,18 @@ class Trainer:
         prompts = [self.test_prompts[(i % n) % len(self.test_prompts)] for i in padded]
         seeds = [sample_seed(c.seed, Stream.EVAL, i % n) for i in padded]
         local = self.local_slice(len(prompts))
+        self.progress.at(f"evaluation at iteration {it}")
         with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
             ro = sample(self.policy, prompts[local], self.eval_spec, seeds=seeds[local])
 
         def gathered(fns) -> dict[str, torch.Tensor]:
-            return {k: self.acc.gather(v.to(self.acc.device))[:n] for k, v in reward(fns, ro.pixels, prompts[local]).items()}
+            scores = reward(fns, ro.pixels, prompts[local])
+            with self.progress.collective(f"evaluation at iteration {it}: gather"):
+                return {k: self.acc.gather(v.to(self.acc.device))[:n] for k, v in scores.items()}
 
         r = gathered(self.reward_fns)
-        pixels = self.acc.gather(ro.pixels.contiguous())[:n]
+        with self.progress.collective(f"evaluation at iteration {it}: gather"):
+            pixels = self.acc.gather(ro.pixels.contiguous())[:n]
         if self.acc.is_main_process:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             save_grid(pixels.cpu(), self.out / "samples" / f"eval_{it:06d}")
@@ -228,8 +240,9 @@ class Trainer:
         self._tb.flush()
 
     def save(self, it: int) -> Path:
-        return checkpoint.save(self.acc, self.policy, self.out, it, self.cfg.to_dict(), optimizer=self.optimizer,
-                               ema=self.ema, credit_state=self.credit_state)
+        with self.progress.collective(f"checkpoint at iteration {it}"):  # (the ranks meet before and after the write)
+            return checkpoint.save(self.acc, self.policy, self.out, it, self.cfg.to_dict(), optimizer=self.optimizer,
+                                   ema=self.ema, credit_state=self.credit_state)
 
     def resume(self, path: str | Path) -> int:
         """Load a checkpoint (verified; safetensors and JSON only) and continue after its iteration. -> that iteration.
@@ -371,7 +384,8 @@ def main(argv=None) -> int:
     except RunFolderInUse as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (NonFiniteError, checkpoint.CheckpointError) as e:  # diverged: stop loudly, keep the last good checkpoint
+    except (NonFiniteError, checkpoint.CheckpointError, CollectiveError) as e:  # diverged, or a process is stuck: stop
+        # loudly, keep the last good checkpoint
         print(f"error: {e}", file=sys.stderr)
         return 1
     acc.end_training()  # closes trackers and the process group (gloo aborts at exit otherwise)

@@ -46,15 +46,18 @@ def test_accelerate_launch_with_the_repository_ddp_config(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "iter_000002"
 
 
-def test_a_stuck_worker_ends_the_job_after_the_configured_timeout():
+def test_a_stuck_worker_ends_the_job_after_the_configured_timeout_naming_it(tmp_path):
     import time
 
     worker = WORKER.with_name("stuck_worker.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29700 + os.getpid() % 100), str(worker)]
+           str(29700 + os.getpid() % 100), str(worker), str(tmp_path / "run")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parents[1])}
     start = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
     # torch's default would wait 30 minutes; the worker sleeps 300 s: ending well before either is the timeout
     assert proc.returncode != 0 and time.time() - start < 120
-    assert "Timed out" in proc.stdout + proc.stderr
+    # rank 0 says where it waited and where rank 1 is, and exits with the trainer's "error:" line, no traceback
+    assert "error: rank 0: the collective 'iteration 0: reward gather' failed" in out, out[-3000:]
+    assert "rank 1 is still at 'iteration 0: reward'" in out and "Timed out" in out
