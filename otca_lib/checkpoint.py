@@ -131,9 +131,10 @@ def load_training_state(ckpt: Path, optimizer, ema=None, credit_state=None) -> N
 
 
 def save(accelerator, policy, run_dir: str | Path, iteration: int, config: dict, *, optimizer,
-         ema=None, credit_state=None) -> Path:
+         ema=None, credit_state=None, keep: int = 0) -> Path:
     """Write checkpoint ``iter_<iteration>`` atomically on the main process; all processes must call it
-    (the ranks hold the same replicated state; they meet at a barrier before and after the write)."""
+    (the ranks hold the same replicated state; they meet at a barrier before and after the write). keep > 0:
+    then delete the older checkpoints beyond the newest `keep` (prune)."""
     root = Path(run_dir) / "checkpoints"
     final = root / f"iter_{iteration:06d}"
     tmp = root / (final.name + ".tmp")
@@ -155,8 +156,21 @@ def save(accelerator, policy, run_dir: str | Path, iteration: int, config: dict,
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _atomic_write_text(root / "latest", final.name)
+        if keep > 0:
+            prune(root, iteration, keep)
     accelerator.wait_for_everyone()
     return final
+
+
+def prune(root: Path, iteration: int, keep: int) -> list[Path]:
+    """Delete the checkpoints in root older than ``iter_<iteration>`` (just written), keeping the newest `keep`
+    counting it; checkpoints of later iterations (left by resuming from an older checkpoint) are kept. -> deleted."""
+    older = sorted((p for p in root.glob("iter_*") if p.is_dir() and not p.name.endswith(".tmp")
+                    and p.name[5:].isdigit() and int(p.name[5:]) < iteration), key=lambda p: int(p.name[5:]))
+    doomed = older[:max(0, len(older) - (keep - 1))]
+    for p in doomed:
+        shutil.rmtree(p)
+    return doomed
 
 
 def resolve(path: str | Path) -> Path:

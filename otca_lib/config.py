@@ -155,6 +155,10 @@ class Config:
     fails (torch's default is 30 minutes)."""
     checkpoint_every: int = 10
     """Write a checkpoint every K iterations (and at the end); 0 writes only the last one."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept: after each write, older ones beyond the newest this many are deleted (a long run does not
+    fill the disk); 0 keeps every one. Checkpoints newer than the one written (left by resuming from an older one)
+    are never deleted."""
     output_dir: str = "runs/default"
     """Where metrics, TensorBoard logs, samples and checkpoints go."""
 
@@ -454,6 +458,7 @@ def _value_problems(c: Config) -> list[str]:
         (c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
          "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1"),
         (c.eval_every >= 0 and c.checkpoint_every >= 0 and c.eval_samples >= 1, "eval_every, checkpoint_every >= 0; eval_samples >= 1"),
+        (c.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {c.keep_checkpoints}"),
     ]
     return [msg for ok, msg in checks if not ok]
 

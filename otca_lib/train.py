@@ -242,7 +242,7 @@ class Trainer:
     def save(self, it: int) -> Path:
         with self.progress.collective(f"checkpoint at iteration {it}"):  # (the ranks meet before and after the write)
             return checkpoint.save(self.acc, self.policy, self.out, it, self.cfg.to_dict(), optimizer=self.optimizer,
-                                   ema=self.ema, credit_state=self.credit_state)
+                                   ema=self.ema, credit_state=self.credit_state, keep=self.cfg.keep_checkpoints)
 
     def resume(self, path: str | Path) -> int:
         """Load a checkpoint (verified; safetensors and JSON only) and continue after its iteration. -> that iteration.

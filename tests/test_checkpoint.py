@@ -76,3 +76,24 @@ def test_latest_must_name_a_checkpoint_of_the_run(tmp_path):
     (ckpt.parent / "latest").write_text("../../elsewhere")
     with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint folder"):
         checkpoint.resolve(tmp_path / "run")
+
+
+def test_old_checkpoints_are_pruned_to_the_newest_few_and_resume_still_works(tmp_path):
+    run = tmp_path / "run"
+    args = ["--preset", "tiny-sd3", "--smoke", "--output-dir", str(run), "--set", "eval_every=0", "checkpoint_every=1",
+            "iterations=5", "keep_checkpoints=2"]
+    assert main(args) == 0
+    names = lambda: sorted(p.name for p in (run / "checkpoints").glob("iter_*"))  # noqa: E731
+    assert names() == ["iter_000004", "iter_000005"]
+    assert checkpoint.resolve(run).name == "iter_000005"
+    # resuming from the older one and writing iteration 5 again: the later checkpoints are never pruned
+    assert main(["--resume", str(run / "checkpoints" / "iter_000004"), "--output-dir", str(run), "--iterations", "6"]) == 0
+    assert names() == ["iter_000005", "iter_000006"]
+    # keep_checkpoints=0 keeps every one
+    assert main(args[:-1] + ["keep_checkpoints=0", "iterations=3"] + ["--overwrite"]) == 0
+    assert names() == ["iter_000001", "iter_000002", "iter_000003"]
+    # direct: later checkpoints than the one written stay
+    for it in (1, 2, 7):
+        (tmp_path / "c" / f"iter_{it:06d}").mkdir(parents=True)
+    assert [p.name for p in checkpoint.prune(tmp_path / "c", 3, keep=2)] == ["iter_000001"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["iter_000002", "iter_000007"]
