@@ -96,6 +96,11 @@ class Config:
     """Added to the std in the advantage denominator; a group of equal rewards gets advantage 0."""
     adv_clip: float = 5.0
     """Advantages are clipped to [-adv_clip, adv_clip]."""
+    adv_rms: float = 0.0
+    """0 keeps each credit method's advantages as they are; > 0 rescales an iteration's final advantages (after credit
+    assignment) so that their root mean square over the whole batch is adv_rms (credit.match_rms). Methods then
+    compare at the same effective step size: MOCA's min-norm combination shrinks advantages (all weight on the
+    smallest |A_k|, or cancellation to 0), which acts like a smaller learning rate."""
 
     # ----- credit assignment knobs (credit.py; docs/algorithm.md section 3) -----
     tcd_space: TCDSpace = "latent"
@@ -443,6 +448,7 @@ def _value_problems(c: Config) -> list[str]:
         (c.beta >= 0, "beta must be >= 0"),
         (0 <= c.ema_decay < 1, "ema_decay must be in [0, 1)"),
         (c.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
+        (c.adv_rms >= 0, f"adv_rms must be >= 0 (0 keeps the advantages as they are), got {c.adv_rms}"),
         (c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "
          "divides 0 by 0)"),
         (c.max_nonfinite_steps >= 1, "max_nonfinite_steps must be >= 1"),

@@ -283,6 +283,22 @@ CreditMethod = Literal["grpo", "per_reward", "gdpo", "per_reward_loss", "noise_w
 assert get_args(CreditMethod) == tuple(CREDIT_METHODS)
 
 
+def match_rms(adv: torch.Tensor, target: float, all_reduce_sum=lambda t: t) -> tuple[torch.Tensor, float]:
+    """Rescale advantages so that their root mean square over the whole batch is `target`: (adv * target / rms, rms).
+
+        rms = sqrt( sum_{processes, i, t} a_{i,t}^2 / #entries )
+
+    adv [B, K] (this process's samples and trained steps), or [B, K, R] with one clipped loss per objective,
+    whose effective advantage is the sum over R (that sum's RMS is matched). all_reduce_sum: sums a tensor over
+    the processes (the identity on one process), so the scale is the same on every process and does not depend
+    on how many there are. An all-zero batch (every group flat) stays zero.
+    """
+    eff = (adv.sum(-1) if adv.ndim == 3 else adv).double()
+    totals = all_reduce_sum(torch.stack([eff.pow(2).sum(), torch.tensor(float(eff.numel()), dtype=eff.dtype, device=eff.device)]))
+    rms = float((totals[0] / totals[1].clamp_min(1)).sqrt())
+    return (adv * (target / rms) if rms > 0 else adv), rms
+
+
 def advantage(method: str, inp: CreditInput):
     """Phase 3: this process's advantages ([B, K], or [B, K, R] for per_reward_loss) and diagnostics."""
     if method not in CREDIT_METHODS:

@@ -27,7 +27,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
-from .credit import CreditInput, CreditState, advantage
+from .credit import CreditInput, CreditState, advantage, match_rms
 from .ema import EMA
 from .groups import group_reward_stats
 from .media import save_grid
@@ -141,6 +141,9 @@ class Trainer:
         self.progress.at(f"iteration {it}: advantage")
         adv, diag = advantage(c.credit, CreditInput(rewards, group.to(dev), local, rollout, c, it,
                                                     self.score_latents, self.credit_state))
+        if c.adv_rms > 0:  # the same effective step size for every method (config adv_rms)
+            with self.progress.collective(f"iteration {it}: advantage RMS all-reduce"):
+                adv, diag["rms_before_matching"] = match_rms(adv, c.adv_rms, lambda t: acc.reduce(t, "sum"))
         t3 = time.perf_counter()
         # 4. update
         self.policy.transformer.train()

@@ -172,3 +172,42 @@ def test_per_reward_loss_keeps_one_advantage_per_objective():
     assert adv.shape == (B, T - 1, 2)
     ga = group_advantages(rewards()["b"], GROUP)
     torch.testing.assert_close(adv[:, 0, 1], 0.5 * ga)
+
+
+def test_match_rms_sets_the_batch_rms_and_keeps_flat_batches_and_directions():
+    from otca_lib.credit import match_rms
+
+    a = torch.tensor([[3.0, -4.0], [0.0, 0.0]])            # sum of squares 25 over 4 entries: rms 2.5
+    out, rms = match_rms(a, 1.0)
+    assert rms == 2.5 and torch.allclose(out, a / 2.5) and torch.allclose(out.pow(2).mean().sqrt(), torch.tensor(1.0))
+    zero, rms0 = match_rms(torch.zeros(2, 3), 1.0)
+    assert rms0 == 0 and torch.equal(zero, torch.zeros(2, 3))
+    # one loss per objective: the RMS of the summed advantage is matched
+    per = torch.tensor([[[1.0, 2.0]], [[-3.0, 0.0]]])      # sums 3, -3: rms 3
+    out, rms = match_rms(per, 1.5)
+    assert rms == 3.0 and torch.allclose(out, per / 2)
+    # split over two "processes": summing their totals gives the one-process scale
+    halves = [a[:1], a[1:]]
+    totals = sum(torch.stack([h.double().pow(2).sum(), torch.tensor(float(h.numel()), dtype=torch.float64)]) for h in halves)
+    scaled = [match_rms(h, 1.0, lambda t: totals)[0] for h in halves]
+    assert torch.allclose(torch.cat(scaled), match_rms(a, 1.0)[0])
+
+
+def test_adv_rms_reaches_the_update(tmp_path, monkeypatch):
+    import dataclasses
+
+    import otca_lib.train as train_module
+    from otca_lib.config import preset, smoke
+
+    c = dataclasses.replace(smoke(preset("tiny-sd3")), output_dir=str(tmp_path), eval_every=0, adv_rms=0.5,
+                            credit="moca", rewards={"brightness": 1.0, "jpeg_compressibility": 0.1})
+    t = train_module.Trainer(c, log=False)
+    seen, real = [], train_module.update
+
+    def spy(policy, optimizer, acc, rollout, adv, cfg, **kw):
+        seen.append(adv.clone())
+        return real(policy, optimizer, acc, rollout, adv, cfg, **kw)
+
+    monkeypatch.setattr(train_module, "update", spy)
+    m = t.iteration(0)
+    assert abs(float(seen[0].pow(2).mean().sqrt()) - 0.5) < 1e-6 and m["credit/rms_before_matching"] > 0
