@@ -121,6 +121,9 @@ class Config:
     """Objective-aware credit: re-estimate the step profiles every oa_every iterations; reuse the amortised profile otherwise."""
     oa_ema: float = 0.9
     """Objective-aware credit: decay of the amortised per-objective step profile."""
+    mgda_floor: float = 0.1
+    """gradient_mgda: the smallest weight any objective's gradient gets in the min-norm combination (at most 1 / the
+    number of rewards); 0 is plain MGDA, whose min-norm point may drop an objective entirely."""
 
     # ----- update -----
     learning_rate: float = 1e-4
@@ -448,6 +451,10 @@ def _value_problems(c: Config) -> list[str]:
         (c.beta >= 0, "beta must be >= 0"),
         (0 <= c.ema_decay < 1, "ema_decay must be in [0, 1)"),
         (c.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
+        (c.credit != "gradient_mgda" or 0 <= c.mgda_floor <= 1 / max(1, len(c.rewards)),
+         f"mgda_floor must be in [0, 1 / number of rewards] = [0, {1 / max(1, len(c.rewards)):.3f}], got {c.mgda_floor}"),
+        (c.credit != "gradient_mgda" or c.beta == 0, "gradient_mgda combines the objectives' gradients and has no KL term: "
+         "set beta=0"),
         (c.adv_rms >= 0, f"adv_rms must be >= 0 (0 keeps the advantages as they are), got {c.adv_rms}"),
         (c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "
          "divides 0 by 0)"),

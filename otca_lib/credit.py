@@ -22,6 +22,7 @@ keeps its meaning whatever the method.
 | moca | sum_k c_k^i A_k^i | OTCA (review), MGDA |
 | otca | W_t^i sum_k c_k^i A_k^i | OTCA (review) |
 | otca_objective | sum_k c_k^i W_{k,t}^i A_k^i | this repository (beyond the paper) |
+| gradient_mgda | A_k^i per objective; the update steps along the min-norm combination of the R policy gradients | MGDA, MARBLE (mgda.py) |
 """
 
 from __future__ import annotations
@@ -276,10 +277,19 @@ def _step_diag(W: torch.Tensor, trained: torch.Tensor) -> dict:
     return {f"weight/step_{int(t)}": float(v) for t, v in zip(trained, W.mean(0))}
 
 
+def gradient_mgda(inp: CreditInput):
+    """Gradient-level balancing (MARBLE-style, mgda.py): every objective's own group advantage, unweighted, [B, K, R];
+    the update computes one policy gradient per objective and steps along their min-norm combination, which
+    replaces the reward weights."""
+    A = per_objective_advantages(inp)
+    return A[:, None, :].expand(-1, len(inp.rollout.trained), -1).contiguous(), {}
+
+
 CREDIT_METHODS = {f.__name__: f for f in (grpo, per_reward, gdpo, per_reward_loss, noise_weighted, tcd, moca,
-                                          otca, otca_objective)}
+                                          otca, otca_objective, gradient_mgda)}
 CreditMethod = Literal["grpo", "per_reward", "gdpo", "per_reward_loss", "noise_weighted", "tcd", "moca", "otca",
-                       "otca_objective"]  # the config field's type: the names of CREDIT_METHODS
+                       "otca_objective", "gradient_mgda"]  # the config field's type: the names of CREDIT_METHODS
+GRADIENT_LEVEL = ("gradient_mgda",)  # methods whose per-objective advantages the update combines as gradients
 assert get_args(CreditMethod) == tuple(CREDIT_METHODS)
 
 

@@ -27,7 +27,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
-from .credit import CreditInput, CreditState, advantage, match_rms
+from .credit import GRADIENT_LEVEL, CreditInput, CreditState, advantage, match_rms
 from .ema import EMA
 from .groups import group_reward_stats
 from .media import save_grid
@@ -148,7 +148,8 @@ class Trainer:
         # 4. update
         self.policy.transformer.train()
         with self.progress.collective(f"iteration {it}: update (forward, backward, gradient all-reduce)"):
-            metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema, guard=self.guard)
+            metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema, guard=self.guard,
+                             balance=c.credit in GRADIENT_LEVEL)
         t4 = time.perf_counter()
         with self.progress.collective(f"iteration {it}: metrics all-reduce"):
             metrics = {k: float(acc.reduce(torch.tensor(v, device=dev), "mean")) for k, v in metrics.items()}

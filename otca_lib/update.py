@@ -25,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import torch
 
+from . import mgda
 from .sde import kl_in_mean_space
 from .seeds import Stream, generator
 
 
 def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor,
-                      clip_range: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair PPO loss [N] and ratio [N]; log-probs [N], adv [N] or [N, R] (float32).
+                      clip_range: float, sum_objectives: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair PPO loss [N] (or [N, R] with sum_objectives=False) and ratio [N]; log-probs [N], adv [N] or [N, R].
 
     Outside [1 - eps_c, 1 + eps_c] on the side the advantage pushes towards, the clipped term wins the
     max and the gradient is exactly zero: one mini-batch cannot move a step's probability far.
@@ -42,7 +43,7 @@ def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: t
     ratio = torch.exp(log_prob - old_log_prob)
     r = ratio[:, None] if adv.ndim == 2 else ratio
     loss = torch.maximum(-adv * r, -adv * r.clamp(1 - clip_range, 1 + clip_range))
-    return (loss.sum(-1) if adv.ndim == 2 else loss), ratio
+    return (loss.sum(-1) if adv.ndim == 2 and sum_objectives else loss), ratio
 
 
 def recompute(policy, rollout, b: torch.Tensor, t: torch.Tensor):
@@ -100,12 +101,14 @@ def shuffled_pairs(rollout, adv: torch.Tensor, seed: int, iteration: int) -> tup
     return b_idx[perm], t_idx[perm], a_flat[perm]
 
 
-def pair_loss(policy, rollout, b: torch.Tensor, t: torch.Tensor, a: torch.Tensor, cfg, sums: dict) -> torch.Tensor:
+def pair_loss(policy, rollout, b: torch.Tensor, t: torch.Tensor, a: torch.Tensor, cfg, sums: dict,
+              per_objective: bool = False) -> torch.Tensor:
     """Per-pair loss [N] of (sample b, step t) pairs with advantages a: the clipped surrogate, plus beta times the
-    KL to the reference policy when beta > 0. Adds the pairs' diagnostics to ``sums``."""
+    KL to the reference policy when beta > 0. With per_objective (a [N, R]): one loss per objective, [N, R] (no KL:
+    config.validate refuses beta > 0 there). Adds the pairs' diagnostics to ``sums``."""
     st = recompute(policy, rollout, b, t)
     old = rollout.log_probs[b, t]
-    loss, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range)
+    loss, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range, sum_objectives=not per_objective)
     if cfg.beta > 0:
         with torch.no_grad(), policy.reference():
             mean_ref = recompute(policy, rollout, b, t).mean
@@ -121,26 +124,57 @@ def pair_loss(policy, rollout, b: torch.Tensor, t: torch.Tensor, a: torch.Tensor
     return loss
 
 
+def summed_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg, sums: dict) -> dict:
+    """Accumulate the gradient of the summed loss of one optimizer step's micro-batches into p.grad (all-reduced
+    over processes after the last micro-batch, by DDP). -> no diagnostics."""
+    b_idx, t_idx, a_flat = pairs
+    for j, sl in enumerate(chunks):
+        with contextlib.nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(policy.transformer):
+            loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums)
+            accelerator.backward(loss.sum() / per_opt)
+    return {}
+
+
+def balanced_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg, sums: dict) -> dict:
+    """gradient_mgda (mgda.py): one gradient per objective over the step's micro-batches, all-reduced, combined by
+    the min-norm weights into p.grad. -> diagnostics: the weights and every objective's cosine with the update."""
+    b_idx, t_idx, a_flat = pairs
+    params = policy.trainable_parameters()
+    R = a_flat.shape[-1]
+    grads = [[torch.zeros_like(p, dtype=torch.float32) for p in params] for _ in range(R)]
+    for sl in chunks:
+        with accelerator.no_sync(policy.transformer):  # reduced by hand below, once per objective
+            loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums, per_objective=True)
+            for k in range(R):
+                gk = torch.autograd.grad(loss[:, k].sum() / per_opt, params, retain_graph=k < R - 1, allow_unused=True)
+                for acc, g in zip(grads[k], gk):
+                    if g is not None:
+                        acc += g.float()
+    grads = [[accelerator.reduce(g, "mean") for g in gk] for gk in grads]
+    direction, c, diag = mgda.combine(grads, cfg.mgda_floor)
+    for p, d in zip(params, direction):
+        p.grad = d.to(p.dtype)
+    return {"weights": c, "cosines": diag["cosines"]}
+
+
 def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, iteration: int,
-           ema=None, guard: NonFiniteGuard | None = None) -> dict[str, float]:
+           ema=None, guard: NonFiniteGuard | None = None, balance: bool = False) -> dict[str, float]:
     """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K] (or [B, K, R]). -> metrics.
     ema: an ema.EMA of the trained weights, stepped after every optimizer step; guard: the run's NonFiniteGuard
-    (default: a fresh one with cfg.max_nonfinite_steps)."""
+    (default: a fresh one with cfg.max_nonfinite_steps); balance: adv is [B, K, R] and the R objectives' gradients
+    are combined by MGDA's min-norm (credit gradient_mgda) instead of summing their losses."""
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
-    b_idx, t_idx, a_flat = shuffled_pairs(rollout, adv, cfg.seed, iteration)
-    n = len(b_idx)
+    pairs = shuffled_pairs(rollout, adv, cfg.seed, iteration)
+    n = len(pairs[0])
     per_opt = n // cfg.optimizer_steps_per_iteration
     params = policy.trainable_parameters()
+    gradient = balanced_gradient if balance else summed_gradient
     sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_ref": 0.0, "ratio": 0.0}
-    grad_norms, skipped = [], 0
+    grad_norms, skipped, balanced = [], 0, []
     for o in range(cfg.optimizer_steps_per_iteration):
-        chunks = list(range(o * per_opt, (o + 1) * per_opt, cfg.train_micro_batch))
-        for j, lo in enumerate(chunks):
-            sl = slice(lo, min(lo + cfg.train_micro_batch, (o + 1) * per_opt))
-            # Gradients are all-reduced only after the last micro-batch of the optimizer step.
-            with contextlib.nullcontext() if j == len(chunks) - 1 else accelerator.no_sync(policy.transformer):
-                loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums)
-                accelerator.backward(loss.sum() / per_opt)
+        chunks = [slice(lo, min(lo + cfg.train_micro_batch, (o + 1) * per_opt))
+                  for lo in range(o * per_opt, (o + 1) * per_opt, cfg.train_micro_batch)]
+        balanced.append(gradient(policy, accelerator, rollout, pairs, chunks, per_opt, cfg, sums))
         # (clip_grad_norm_ returns the norm before clipping; the gradients are all-reduced by now, so every
         # process sees the same norm and takes the same decision)
         norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else grad_norm(params)
@@ -163,4 +197,9 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
     metrics["policy/skipped_steps"] = float(skipped)
     if grad_norms:
         metrics["policy/grad_norm"] = sum(grad_norms) / len(grad_norms)
+    if balance:  # per objective: mean weight, mean cosine with the update; the share of steps where it was < 0
+        for k, name in enumerate(cfg.rewards):
+            metrics[f"policy/mgda_weight/{name}"] = float(sum(b["weights"][k] for b in balanced) / len(balanced))
+            metrics[f"policy/cosine/{name}"] = float(sum(b["cosines"][k] for b in balanced) / len(balanced))
+        metrics["policy/worst_cosine_negative"] = sum(float(b["cosines"].min() < 0) for b in balanced) / len(balanced)
     return metrics
