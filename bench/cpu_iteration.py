@@ -24,6 +24,7 @@ import time
 import torch
 
 from otca_lib.config import apply_overrides, batch_arithmetic, preset
+from otca_lib.credit import GRADIENT_LEVEL
 from otca_lib.train import Trainer
 
 
@@ -60,11 +61,12 @@ def bare_compute(tr: Trainer, repeats: int) -> tuple[float, float]:
 
 CREDIT_RUNS = [("grpo", []), ("per_reward", []), ("gdpo", []), ("per_reward_loss", []), ("noise_weighted", []),
                ("tcd", []), ("moca", []), ("otca", []), ("otca_objective", []),
-               ("otca_objective", ["oa_stride=3", "oa_sample_fraction=0.25", "oa_every=4"])]
+               ("otca_objective", ["oa_stride=3", "oa_sample_fraction=0.25", "oa_every=4"]), ("gradient_mgda", [])]
 
 
 def credit_table(args) -> None:
-    """Median iteration time of every credit method on the same preset, seeds and rewards."""
+    """Median iteration time of every credit method on the same preset, seeds and rewards. A method's own cost is in
+    its advantage phase, and for gradient_mgda in its update (one backward pass per objective)."""
     rows = []
     for name, extra in CREDIT_RUNS:
         cfg = apply_overrides(preset(args.preset), ['rewards={"brightness": 1.0, "jpeg_compressibility": 0.05}',
@@ -73,18 +75,24 @@ def credit_table(args) -> None:
                                   output_dir=tempfile.mkdtemp(prefix="otca-bench-"))
         tr = Trainer(cfg, log=False)
         its = [tr.iteration(it) for it in range(args.iterations + 1)][1:]
-        rows.append((name + (" (" + ", ".join(extra) + ")" if extra else ""),
-                     statistics.median(r["perf/advantage_sec"] for r in its),
-                     statistics.median(r["perf/sec_per_iter"] for r in its),
-                     statistics.median(r["perf/sec_per_iter"] - r["perf/advantage_sec"] for r in its)))
-    base_adv, base_iter = rows[0][1], rows[0][2]
-    others = statistics.median(r[3] for r in rows)  # sample + reward + update: the same work for every method
-    print(f"preset {args.preset}, rewards brightness + 0.05 jpeg_compressibility, median of {args.iterations} iterations")
-    print(f"{'method':<72}{'advantage s':>12}{'iteration s':>12}{'measured x':>11}{'phase-sum x':>12}")
-    for name, adv, it, _ in rows:
-        print(f"{name:<72}{adv:>12.4f}{it:>12.3f}{it / base_iter:>11.2f}{(others + adv) / (others + base_adv):>12.3f}")
+        med = {k: statistics.median(r[f"perf/{k}"] for r in its) for k in ("advantage_sec", "update_sec", "sec_per_iter")}
+        shared = statistics.median(r["perf/sample_sec"] + r["perf/reward_sec"] for r in its)
+        rows.append((name + (" (" + ", ".join(extra) + ")" if extra else ""), med["advantage_sec"], med["update_sec"],
+                     med["sec_per_iter"], shared))
+    shared = statistics.median(r[4] for r in rows)  # sample + reward: the same work for every method
+    # the update is the same work for every method that sums its losses; gradient_mgda's is its own
+    summed = statistics.median(r[2] for r in rows if not r[0].startswith(GRADIENT_LEVEL))
+    own = [(name, adv, upd if name.startswith(GRADIENT_LEVEL) else summed, it) for name, adv, upd, it, _ in rows]
+    base = shared + own[0][1] + own[0][2]
+    print(f"preset {args.preset}, rewards brightness + 0.05 jpeg_compressibility, median of {args.iterations} iterations, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"{'method':<72}{'advantage s':>12}{'update s':>10}{'iteration s':>12}{'measured x':>11}{'phase-sum x':>12}")
+    for (name, adv, upd, it, _), (_, _, upd_used, _) in zip(rows, own):
+        print(f"{name:<72}{adv:>12.4f}{upd:>10.3f}{it:>12.3f}{it / rows[0][3]:>11.2f}"
+              f"{(shared + adv + upd_used) / base:>12.3f}")
     print("measured x: the method's median iteration time / grpo's (includes timing noise of a few %);")
-    print("phase-sum x: (median non-advantage time of all runs + the method's advantage time) / the same for grpo")
+    print("phase-sum x: (median sample + reward time of all runs + the method's advantage time + the median update time of")
+    print("the methods that sum their losses, or gradient_mgda's own update time) / the same for grpo")
 
 
 def main():
