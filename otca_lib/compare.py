@@ -19,11 +19,13 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import CheckpointError, resolve, verify
+from .stats import mean_ci, paired_test
 from .train import Trainer
 
 BASELINE = "base model"
@@ -48,6 +50,7 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
                                      "give another output_dir, or delete the folder to retrain it")
                 continue  # finished earlier, with this config
             last = _last_checkpoint(folder)
+            start = time.time()
             if last is not None and verify(last)["config"] != cfg.to_dict():
                 raise ValueError(f"{folder} holds an interrupted run with another config: give another output_dir, "
                                  "or delete the folder to retrain it")
@@ -63,7 +66,10 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
                        "--num_processes", str(num_processes), "-m", "otca_lib.train",
                        *(["--resume", str(last)] if last is not None else ["--overwrite"]), "--set", *sets]
                 subprocess.run(cmd, check=True)  # the trainer's progress bar streams to the caller's output
-            (folder / "done.json").write_text(json.dumps({"method": method, "seed": seed, "config": cfg.to_dict()}) + "\n")
+            resumed = None if last is None else verify(last)["iteration"]
+            (folder / "done.json").write_text(json.dumps({"method": method, "seed": seed, "config": cfg.to_dict(),
+                                                          "seconds": round(time.time() - start, 1),
+                                                          "resumed_from_iteration": resumed}) + "\n")
 
 
 def _last_checkpoint(folder: Path):
@@ -86,6 +92,9 @@ class Results:
     curves: dict[str, np.ndarray]                # method -> [seeds, iterations] training reward (weighted sum)
     final: dict[str, dict[str, np.ndarray]]      # method (and BASELINE) -> objective -> [seeds] last held-out mean
     samples: dict[str, list[Path]]               # method (and BASELINE) -> evaluation grids of seed 0, in order
+    eval_iterations: list[int] = dataclasses.field(default_factory=list)  # iterations of the held-out evaluations
+    evals: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)  # method -> objective ->
+    #                                              [seeds, evaluations]: the held-out means over training (0 = base)
 
 
 def step_weights(out: Path, method: str, seed: int, num_steps: int):
@@ -101,7 +110,7 @@ def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
         keys = sorted(k for k in evals[0][pick] if k.startswith("eval/") and k.endswith("/mean"))
         return {k[5:-5]: np.array([e[pick][k] for e in evals]) for k in keys}
 
-    curves, final, samples, its = {}, {}, {}, None
+    curves, final, samples, its, curves_eval, eval_its = {}, {}, {}, None, {}, []
     for method in methods:
         runs = [metric_rows(out, method, s) for s in seeds]
         train_rows = [[r for r in run if "reward/total/mean" in r] for run in runs]
@@ -113,7 +122,42 @@ def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
             samples[BASELINE] = sorted((run_dir(out, method, seeds[0]) / "samples").glob("eval_*"))[:1]
         final[method] = means(evals, -1)
         samples[method] = sorted((run_dir(out, method, seeds[0]) / "samples").glob("eval_*"))
-    return Results(its, curves, final, samples)
+        n = min(len(e) for e in evals)  # (every seed evaluates at the same iterations; a shorter one cuts the curve)
+        eval_its = [r["iteration"] for r in evals[0][:n]]
+        curves_eval[method] = {o: np.stack([means(evals, i)[o] for i in range(n)], 1) for o in final[method]}
+    return Results(its, curves, final, samples, eval_its, curves_eval)
+
+
+def ci_table(res: Results, objectives: list[str] | None = None) -> str:
+    """Markdown table: rows = base model and methods, cells = mean +- 95 % CI over seeds (Student's t, stats.py)."""
+    objectives = objectives or list(next(iter(res.final.values())))
+    lines = ["| method | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
+    for name, f in res.final.items():
+        cells = [mean_ci(f[o]) for o in objectives]
+        lines.append(f"| {name} | " + " | ".join(f"{m:.3f} +- {h:.3f}" for m, h in cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(res: Results, baseline: str = "grpo", objectives: list[str] | None = None) -> str:
+    """Markdown table of each method minus `baseline` over the same seeds: mean difference +- 95 % CI and the
+    paired t-test's p-value; * marks p < 0.05."""
+    objectives = objectives or list(res.final[baseline])
+    lines = ["| method - " + baseline + " | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
+    for name, f in res.final.items():
+        if name in (baseline, BASELINE):
+            continue
+        cells = [paired_test(f[o], res.final[baseline][o]) for o in objectives]
+        lines.append(f"| {name} | " + " | ".join(f"{c['diff']:+.3f} +- {c['ci95']:.3f} (p {c['p']:.2f})"
+                                                  + ("*" if c["p"] < 0.05 else "") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def iterations_to_reach(res: Results, method: str, target: float, objective: str = "total") -> int | None:
+    """The first evaluation iteration at which `method`'s held-out `objective`, mean over seeds, reaches `target`
+    (e.g. grpo's final score: a credit method should need at most half of grpo's iterations); None if never."""
+    curve = res.evals[method][objective].mean(0)
+    hits = np.nonzero(curve >= target)[0]
+    return int(res.eval_iterations[hits[0]]) if len(hits) else None
 
 
 def table(res: Results, objectives: list[str] | None = None) -> str:

@@ -1,0 +1,37 @@
+"""compare.py's statistics over seeds, on run folders written by hand (closed-form numbers)."""
+import json
+
+import numpy as np
+
+from otca_lib import compare
+
+
+def write_run(out, method, seed, evals: list[tuple[int, float]]):
+    """A run folder whose metrics.jsonl holds training rows and held-out evaluations of 'total' at the iterations."""
+    folder = compare.run_dir(out, method, seed)
+    (folder / "samples").mkdir(parents=True)
+    rows = {it: {"iteration": it} for it in range(evals[-1][0] + 1)}  # as the trainer logs: one row an iteration
+    for it in range(1, evals[-1][0] + 1):
+        rows[it]["reward/total/mean"] = 0.1 * it
+    for it, v in evals:
+        rows[it].update({"eval/total/mean": v, "eval/x/mean": 2 * v})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows.values() if len(r) > 1))
+
+
+def test_paired_statistics_and_sample_efficiency(tmp_path):
+    base = {0: 1.0, 1: 1.2, 2: 0.9}
+    for seed, b in base.items():  # grpo gains 0.1, 0.2, 0.3; otca the same plus 0.1, reaching grpo's final by it 10
+        write_run(tmp_path, "grpo", seed, [(0, b), (10, b + 0.05), (20, b + 0.1 * (seed + 1))])
+        write_run(tmp_path, "otca", seed, [(0, b), (10, b + 0.1 * (seed + 1) + 0.05), (20, b + 0.1 * (seed + 1) + 0.1)])
+    res = compare.gather(tmp_path, ["grpo", "otca"], [0, 1, 2])
+    assert res.eval_iterations == [0, 10, 20] and res.evals["otca"]["total"].shape == (3, 3)
+    np.testing.assert_allclose(res.final["otca"]["total"] - res.final["grpo"]["total"], 0.1)
+    table = compare.paired_table(res, objectives=["total"])
+    assert "| otca | +0.100 +- 0.000 (p 0.00)* |" in table  # the same gain on every seed: no spread, p 0
+    ci = compare.ci_table(res, objectives=["total"])
+    m, h = np.mean([1.1, 1.4, 1.2]), 4.302653 * np.std([1.1, 1.4, 1.2], ddof=1) / np.sqrt(3)
+    assert f"| grpo | {m:.3f} +- {h:.3f} |" in ci
+    target = res.final["grpo"]["total"].mean()
+    assert compare.iterations_to_reach(res, "grpo", target) == 20
+    assert compare.iterations_to_reach(res, "otca", target) == 10   # half of grpo's iterations
+    assert compare.iterations_to_reach(res, "otca", 99.0) is None
