@@ -6,13 +6,14 @@ import numpy as np
 from otca_lib import compare
 
 
-def write_run(out, method, seed, evals: list[tuple[int, float]]):
+def write_run(out, method, seed, evals: list[tuple[int, float]], step_weights: dict | None = None):
     """A run folder whose metrics.jsonl holds training rows and held-out evaluations of 'total' at the iterations."""
     folder = compare.run_dir(out, method, seed)
     (folder / "samples").mkdir(parents=True)
     rows = {it: {"iteration": it} for it in range(evals[-1][0] + 1)}  # as the trainer logs: one row an iteration
     for it in range(1, evals[-1][0] + 1):
         rows[it]["reward/total/mean"] = 0.1 * it
+        rows[it].update({f"credit/weight/step_{t}": w for t, w in (step_weights or {}).items()})
     for it, v in evals:
         rows[it].update({"eval/total/mean": v, "eval/x/mean": 2 * v})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows.values() if len(r) > 1))
@@ -35,3 +36,25 @@ def test_paired_statistics_and_sample_efficiency(tmp_path):
     assert compare.iterations_to_reach(res, "grpo", target) == 20
     assert compare.iterations_to_reach(res, "otca", target) == 10   # half of grpo's iterations
     assert compare.iterations_to_reach(res, "otca", 99.0) is None
+
+
+def test_the_report_page_from_run_folders(tmp_path):
+    from otca_lib import report
+
+    base = {0: 1.0, 1: 1.2, 2: 0.9}
+    for seed, b in base.items():
+        for method, gain in (("grpo", 0.0), ("otca", 0.1)):
+            write_run(tmp_path, method, seed, [(0, b), (10, b + gain + 0.05), (20, b + 0.1 + gain)],
+                      {0: 1.5, 2: 0.5} if method == "otca" else None)
+            (compare.run_dir(tmp_path, method, seed) / "done.json").write_text(json.dumps(
+                {"method": method, "seed": seed, "config": {"num_steps": 4}, "seconds": 10.0 + seed}))
+    write_run(tmp_path, "moca", 0, [(0, 1.0), (20, 1.0)])  # unfinished (no done.json): left out
+    out = tmp_path / "docs" / "results.md"
+    assert report.main([str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "seeds [0, 1, 2]" in text and "moca" not in text
+    assert "| otca | +0.100 +- 0.000 (p 0.00)* | +0.200 +- 0.000 (p 0.00)* |" in text
+    assert "| otca | 10 | 0.50 | 11 |" in text                  # half of grpo's iterations; mean wall time
+    assert (tmp_path / "docs" / "results_curves.png").stat().st_size > 0
+    assert "![step weights](results_steps.png)" in text and (tmp_path / "docs" / "results_steps.png").exists()
+    assert report.main([str(tmp_path / "empty")]) == 2         # no finished run: a clear error, exit 2
