@@ -61,3 +61,31 @@ def test_a_stuck_worker_ends_the_job_after_the_configured_timeout_naming_it(tmp_
     # rank 0 says where it waited and where rank 1 is, and exits with the trainer's "error:" line, no traceback
     assert "error: rank 0: the collective 'iteration 0: reward gather' failed" in out, out[-3000:]
     assert "rank 1 is still at 'iteration 0: reward'" in out and "Timed out" in out
+
+
+def test_two_machines_on_one_host_match_one_process(tmp_path):
+    """The shipped multi-node config, launched as two "machines" on 127.0.0.1 with one process each (gloo on the
+    CPU, accelerate's c10d rendezvous), trains the same weights as one process (to Adam's sign noise)."""
+    from safetensors.torch import load_file
+
+    cfg = WORKER.parents[1] / "configs" / "accelerate" / "multinode.yaml"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(WORKER.parents[1])}
+    train = ["-m", "otca_lib.train", "--preset", "tiny-sd3", "--smoke", "--set", "eval_every=0"]
+    port = str(29800 + os.getpid() % 150)
+    machines = [subprocess.Popen([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg),
+                                  "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+                                  "--main_process_ip", "127.0.0.1", "--main_process_port", port,
+                                  *train, "--output-dir", str(tmp_path / "two")],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outs = [m.communicate(timeout=300)[0] for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "num_processes=2" in outs[0]
+    one = subprocess.run([sys.executable, *train, "--output-dir", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    w1 = load_file(str(tmp_path / "one" / "checkpoints" / "iter_000002" / "trainable.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "checkpoints" / "iter_000002" / "trainable.safetensors"))
+    assert w1.keys() == w2.keys() and w1
+    lr = 3e-4  # tiny-sd3's learning rate: Adam maps gradients near 0 to +-lr, allow 5 % of one step there
+    for k, v in w1.items():
+        torch.testing.assert_close(w2[k], v, rtol=0, atol=0.05 * lr)
