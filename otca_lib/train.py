@@ -267,6 +267,21 @@ class Trainer:
         self.say(f"resumed from {ckpt} at iteration {self.start}")
         return self.start
 
+    def _progress_line(self, done: int, m: dict, sec_per_it: float) -> None:
+        """Where no progress bar can be seen (stderr not a terminal: a log file, papermill, a notebook's output), a
+        text line on stderr about every tenth of the run: method, seed, iteration, s/it, ETA, reward (and the
+        held-out total when this iteration evaluated)."""
+        c = self.cfg
+        every = max(1, c.iterations // 10)
+        if not self.acc.is_main_process or sys.stderr.isatty() or (done % every and done != c.iterations):
+            return
+        eta = (c.iterations - done) * sec_per_it
+        held_out = f", held-out total {m['eval/total/mean']:.4f}" if "eval/total/mean" in m else ""
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"{c.credit} seed {c.seed}: iteration {done}/{c.iterations}, {sec_per_it:.2f} s/it, ETA "
+                   f"{eta / 60:.1f} min, reward {m['reward/total/mean']:.4f}{held_out}", file=sys.stderr)  # (on its own line)
+
     def run(self) -> list[dict]:
         """Train from self.start to cfg.iterations; evaluate and checkpoint on schedule. Returns the metric rows."""
         from tqdm.auto import tqdm
@@ -279,8 +294,11 @@ class Trainer:
             (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=1))
         if self.start == 0 and c.eval_every:
             self.log(0, self.evaluate(0))  # the base model: the baseline every method is compared with
+        # a bar where someone watches (a terminal, a notebook's widget); a log file gets only the text lines
+        watched = sys.stderr.isatty() or "ipykernel" in sys.modules
         bar = tqdm(range(self.start, c.iterations), initial=self.start, total=c.iterations,
-                   disable=not self.acc.is_main_process, desc=f"{c.credit} seed {c.seed}")
+                   disable=not (self.acc.is_main_process and watched), desc=f"{c.credit} seed {c.seed}")
+        t0 = time.perf_counter()
         for it in bar:
             m = self.iteration(it)
             done = it + 1
@@ -288,6 +306,7 @@ class Trainer:
                 m.update(self.evaluate(done))
             self.log(done, m)
             bar.set_postfix({"reward": f"{m['reward/total/mean']:.4f}", "s/it": f"{m['perf/sec_per_iter']:.2f}"})
+            self._progress_line(done, m, (time.perf_counter() - t0) / (done - self.start))
             due = (c.checkpoint_every and done % c.checkpoint_every == 0) or done == c.iterations
             if due and self.guard.in_a_row == 0:  # never during a run of skipped (non-finite) steps
                 self.save(done)

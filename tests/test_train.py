@@ -372,3 +372,17 @@ def test_shapesworld_presets_work_from_any_folder_and_dry_run(name, tmp_path, mo
     assert all(Path(p).exists() for p in (cfg.model, cfg.train_prompts, cfg.test_prompts))
     assert train.main(["--preset", name, "--dry-run"]) == 0
     assert "transformer parameters" in capsys.readouterr().out and not any(tmp_path.iterdir())
+
+
+def test_headless_runs_print_a_progress_line_naming_method_and_seed(tmp_path):
+    """stderr is not a terminal (a log file, papermill): text lines, not only a progress bar that nobody sees."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "otca_lib.train", "--preset", "tiny-sd3", "--smoke", "--credit", "otca",
+                           "--output-dir", str(tmp_path / "run"), "--set", "seed=3", "iterations=4", "eval_every=2"],
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("otca seed 3: iteration ")]
+    assert [line.split(",")[0] for line in lines] == [f"otca seed 3: iteration {i}/4" for i in (1, 2, 3, 4)]
+    assert "ETA" in lines[0] and "held-out total" in lines[1] and "held-out total" not in lines[0]
