@@ -35,17 +35,23 @@ def save_frames(frames: np.ndarray, path: Path, scale: int = 1) -> Path:
     return Path(path)
 
 
-def save_grid(pixels: torch.Tensor, path: Path, cols: int = 8) -> Path:
-    """Tile samples into one file, row by row, `cols` a row: path.png for images, path.gif for videos. -> the file."""
+def grid(pixels: torch.Tensor, cols: int = 8) -> torch.Tensor:
+    """Tile samples row by row, `cols` a row, on white: (F, rows H, cols W, 3) uint8 (F = 1 for images)."""
     frames = uint8_frames(pixels)                                # (B, F, H, W, 3)
     B, F, H, W, C = frames.shape
     cols = min(cols, B)
     rows = -(-B // cols)
-    grid = torch.full((F, rows * H, cols * W, C), 255, dtype=torch.uint8)
+    out = torch.full((F, rows * H, cols * W, C), 255, dtype=torch.uint8)
     for i in range(B):
         r, c = divmod(i, cols)
-        grid[:, r * H:(r + 1) * H, c * W:(c + 1) * W] = frames[i]
-    return save_frames(grid.numpy(), Path(path).with_suffix(".png" if F == 1 else ".gif"))
+        out[:, r * H:(r + 1) * H, c * W:(c + 1) * W] = frames[i]
+    return out
+
+
+def save_grid(pixels: torch.Tensor, path: Path, cols: int = 8) -> Path:
+    """Tile samples into one file (grid): path.png for images, path.gif for videos. -> the file."""
+    tiles = grid(pixels, cols)
+    return save_frames(tiles.numpy(), Path(path).with_suffix(".png" if tiles.shape[0] == 1 else ".gif"))
 
 
 def write_samples(pixels: torch.Tensor, prompts: list[str], seeds: list[int], out: Path) -> Path:

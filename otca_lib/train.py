@@ -30,7 +30,7 @@ from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, va
 from .credit import GRADIENT_LEVEL, CreditInput, CreditState, advantage, match_rms
 from .ema import EMA
 from .groups import group_reward_stats
-from .media import save_grid
+from .media import grid, save_grid
 from .policy import ModelNotAvailable, load_policy
 from .progress import CollectiveError, Progress
 from .prompts import read_prompts
@@ -205,6 +205,8 @@ class Trainer:
         if self.acc.is_main_process:
             (self.out / "samples").mkdir(parents=True, exist_ok=True)
             save_grid(pixels.cpu(), self.out / "samples" / f"eval_{it:06d}")
+            # TensorBoard: the same grid (a video's first frame), under the iteration it was evaluated at
+            self.tensorboard().add_image("eval/samples", grid(pixels.cpu())[0], it, dataformats="HWC")
         m = self._reward_metrics(r, torch.arange(n, device=self.acc.device), "eval")
         for k, v in gathered(self.eval_metric_fns).items():  # measured, not trained on
             m[f"eval/{k}/mean"] = finite_mean(v)
@@ -236,12 +238,18 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        for k, v in metrics.items():
+            self.tensorboard().add_scalar(k, v, it)
+        self.tensorboard().flush()
+
+    def tensorboard(self):
+        """The run's TensorBoard writer (main process), made at first use; it starts with the config as text."""
         if self._tb is None:
             from torch.utils.tensorboard import SummaryWriter
+
             self._tb = SummaryWriter(str(self.out / "tb"))
-        for k, v in metrics.items():
-            self._tb.add_scalar(k, v, it)
-        self._tb.flush()
+            self._tb.add_text("config", "```\n" + json.dumps(self.cfg.to_dict(), indent=1) + "\n```", self.start)
+        return self._tb
 
     def save(self, it: int) -> Path:
         with self.progress.collective(f"checkpoint at iteration {it}"):  # (the ranks meet before and after the write)

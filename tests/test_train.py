@@ -386,3 +386,16 @@ def test_headless_runs_print_a_progress_line_naming_method_and_seed(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("otca seed 3: iteration ")]
     assert [line.split(",")[0] for line in lines] == [f"otca seed 3: iteration {i}/4" for i in (1, 2, 3, 4)]
     assert "ETA" in lines[0] and "held-out total" in lines[1] and "held-out total" not in lines[0]
+
+
+def test_tensorboard_gets_the_config_and_the_evaluation_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    t = Trainer(tiny_cfg(tmp_path, iterations=2, eval_every=1), log=False)
+    t.run()
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    images = events.Images("eval/samples")
+    assert [e.step for e in images] == [0, 1, 2]                 # the base model, then every evaluation
+    assert any("config" in tag for tag in events.Tags()["tensors"])  # the config as text
+    assert "reward/total/mean" in events.Tags()["scalars"]
