@@ -181,10 +181,53 @@ def plot_curves(res: Results, ax, title: str = "") -> None:
     ax.legend()
 
 
-def write_summary(out: Path, res: Results, header: str) -> str:
-    """summary.md (the table under a header) and summary.json (per-seed values) in out; returns the table."""
+def change_table(res: Results, objectives: list[str] | None = None) -> str:
+    """Markdown table of each method's change against the base model (mean over seeds of last - first evaluation)."""
+    objectives = objectives or list(res.final[BASELINE])
+    base = res.final[BASELINE]
+    lines = ["| change vs base model | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
+    for name, f in res.final.items():
+        if name != BASELINE:
+            lines.append(f"| {name} | " + " | ".join(f"{(f[o] - base[o]).mean():+.3f}" for o in objectives) + " |")
+    return "\n".join(lines)
+
+
+def write_summary(out: Path, res: Results, header: str, weights: dict | None = None) -> str:
+    """summary.md (the table under a header, what "total" weighs, each method's change against the base model) and
+    summary.json (per-seed values) in out; returns the table."""
     t = table(res)
-    Path(out, "summary.md").write_text(header + "\n\n" + t + "\n")
+    total = ("\n\ntotal = " + " + ".join(f"{w:g} x {k}" for k, w in weights.items())) if weights else ""
+    Path(out, "summary.md").write_text(header + total + "\n\n" + t + "\n\n" + change_table(res) + "\n")
     Path(out, "summary.json").write_text(json.dumps(
         {name: {o: v.tolist() for o, v in f.items()} for name, f in res.final.items()}, indent=1) + "\n")
     return t
+
+
+def captioned_samples(res: Results, prompts: list[str], samples: int, size: int, out: Path, n: int = 8) -> Path:
+    """samples.png: n held-out samples from across the prompt list, of the base model and of each method's last
+    evaluation (a video's first frame), the prompt under each column. They are tiles of the trainer's evaluation grid
+    (8 per row), whose tile i is held-out prompt i (mod the number of prompts): the same tile is the same prompt and
+    noise in every row."""
+    import textwrap
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    rows = {name: np.asarray(Image.open(files[-1]).convert("RGB")) for name, files in res.samples.items()}
+    m = min(samples, len(prompts))
+    tiles = sorted({(37 * i) % m for i in range(n)})  # a stride of 37: mixed sizes, patterns and positions
+    fig, axes = plt.subplots(len(rows), len(tiles), figsize=(1.25 * len(tiles), 1.5 * len(rows)), squeeze=False)
+    for r, (name, grid) in enumerate(rows.items()):
+        for ax, k in zip(axes[r], tiles):
+            y, x = divmod(k, 8)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.imshow(grid[y * size:(y + 1) * size, x * size:(x + 1) * size], interpolation="nearest")
+            if r == len(rows) - 1:
+                ax.set_xlabel(textwrap.fill(prompts[k].removeprefix("a "), 15), fontsize=6)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "samples.png", dpi=120)
+    plt.close(fig)
+    return out / "samples.png"

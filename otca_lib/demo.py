@@ -28,36 +28,6 @@ from .prompts import read_prompts
 METHODS = ("grpo", "otca")
 
 
-def sample_grid(res: compare.Results, prompts: list[str], samples: int, size: int, out: Path, n: int = 8) -> Path:
-    """samples.png: n held-out samples from across the prompt list, of the base model and of each method's last
-    evaluation, the prompt under each column. They are tiles of the trainer's evaluation grid (8 per row), whose
-    tile i is held-out prompt i (mod the number of prompts), so the same tile is the same prompt and noise."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from PIL import Image
-
-    rows = {name: np.asarray(Image.open(files[-1]).convert("RGB")) for name, files in res.samples.items()}
-    m = min(samples, len(prompts))
-    tiles = sorted({(37 * i) % m for i in range(n)})  # a stride of 37: mixed sizes, patterns and positions
-    fig, axes = plt.subplots(len(rows), len(tiles), figsize=(1.25 * len(tiles), 1.5 * len(rows)), squeeze=False)
-    for r, (name, grid) in enumerate(rows.items()):
-        for ax, k in zip(axes[r], tiles):
-            y, x = divmod(k, 8)
-            ax.set_xticks([]), ax.set_yticks([])
-            ax.imshow(grid[y * size:(y + 1) * size, x * size:(x + 1) * size], interpolation="nearest")
-            if r == len(rows) - 1:
-                words = prompts[k].removeprefix("a ").split(" at the ")[0].split()
-                ax.set_xlabel(" ".join(words[:2]) + "\n" + " ".join(words[2:]) + "\n" + prompts[k].split(" at the ")[-1],
-                              fontsize=6)
-        axes[r, 0].set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=120)
-    plt.close(fig)
-    return out / "samples.png"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=45, help="iterations per method (about 2.4 s each here)")
@@ -82,8 +52,8 @@ def main(argv=None) -> int:
         return 2
     res = compare.gather(out, list(METHODS), [a.seed])
     header = (f"Demo: {cfg.model}, seed {a.seed}, {a.iterations} iterations per method; held-out (144 prompts) "
-              f"after the last iteration. Weights of total: {cfg.rewards}.")
-    table = compare.write_summary(out, res, header)
+              f"after the last iteration.")
+    table = compare.write_summary(out, res, header, weights=cfg.rewards)
     base = res.final[compare.BASELINE]
     print("\n" + table + "\n")
     for method in METHODS:
@@ -97,7 +67,7 @@ def main(argv=None) -> int:
     compare.plot_curves(res, ax, title=f"{cfg.model}, seed {a.seed}")
     fig.savefig(out / "reward_curves.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    grid = sample_grid(res, read_prompts(cfg.test_prompts), cfg.eval_samples, cfg.height, out)
+    grid = compare.captioned_samples(res, read_prompts(cfg.test_prompts), cfg.eval_samples, cfg.height, out)
     print(f"\nwrote {out / 'summary.md'}, {out / 'reward_curves.png'}, {grid} in {time.time() - t0:.0f} s; "
           "one seed shows the pipeline, not which method is better (README: the reproduction)")
     return 0

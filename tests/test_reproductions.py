@@ -24,6 +24,7 @@ def test_reproduction_smoke(tmp_path, kind, objectives):
     assert json.loads((out / "grpo_seed0" / "config.json").read_text())["noise_level"] == 0.5  # overrides reach the runs
     table = (out / "summary.md").read_text()
     assert "| base model |" in table and "| otca |" in table
+    assert "| change vs base model |" in table and "total = 1 x " in table  # what total weighs, and the changes
     # a rerun finds every run finished and only gathers: the same table
     (out / "summary.md").unlink()
     pm.execute_notebook(str(ROOT / f"reproductions/{kind}.ipynb"), str(tmp_path / "again.ipynb"), **run)
