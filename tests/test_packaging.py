@@ -41,3 +41,15 @@ def test_the_console_scripts_are_installed_and_report_user_errors():
     assert exe.exists(), f"{exe} missing: reinstall the package (make install)"
     proc = subprocess.run([str(exe), "--preset", "nope"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "error: unknown preset 'nope'" in proc.stderr
+
+
+def test_importing_the_library_shows_no_torchvision_fallback_notice():
+    """Notebooks and commands start without transformers' 'requires torchvision ... falling back' notices (the PIL
+    fallback is what runs on a CPU install); other warnings are not hidden."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import otca_lib.train, otca_lib.rewards, otca_lib.pretrain"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "requires torchvision" not in proc.stderr
