@@ -170,15 +170,22 @@ def table(res: Results, objectives: list[str] | None = None) -> str:
 
 
 def plot_curves(res: Results, ax, title: str = "") -> None:
-    """Training reward per iteration, mean +- std over seeds, one line per method."""
+    """Per method, mean +- std over seeds: the training reward of every iteration (line; SDE rollouts of training
+    prompts) and the held-out total of every evaluation (dashed, dots; ODE samples of held-out prompts, iteration 0
+    the base model). Both are the weighted sum of the rewards."""
     for method, r in res.curves.items():
         m, s = r.mean(0), r.std(0)
-        ax.plot(res.iterations, m, label=method)
-        ax.fill_between(res.iterations, m - s, m + s, alpha=0.2)
+        line, = ax.plot(res.iterations, m, label=f"{method}, training")
+        ax.fill_between(res.iterations, m - s, m + s, alpha=0.15, color=line.get_color())
+        if method in res.evals and "total" in res.evals[method]:
+            e = res.evals[method]["total"]
+            em, es = e.mean(0), e.std(0)
+            ax.plot(res.eval_iterations, em, "o--", color=line.get_color(), label=f"{method}, held-out")
+            ax.fill_between(res.eval_iterations, em - es, em + es, alpha=0.15, color=line.get_color(), hatch="//")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("training reward (weighted sum)")
+    ax.set_ylabel("weighted total of the rewards")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(fontsize=7)
 
 
 def change_table(res: Results, objectives: list[str] | None = None) -> str:
