@@ -128,28 +128,17 @@ def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:
     return Results(its, curves, final, samples, eval_its, curves_eval)
 
 
-def ci_table(res: Results, objectives: list[str] | None = None) -> str:
-    """Markdown table: rows = base model and methods, cells = mean +- 95 % CI over seeds (Student's t, stats.py)."""
-    objectives = objectives or list(next(iter(res.final.values())))
-    lines = ["| method | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
-    for name, f in res.final.items():
-        cells = [mean_ci(f[o]) for o in objectives]
-        lines.append(f"| {name} | " + " | ".join(f"{m:.3f} +- {h:.3f}" for m, h in cells) + " |")
-    return "\n".join(lines)
-
-
 def paired_table(res: Results, baseline: str = "grpo", objectives: list[str] | None = None) -> str:
     """Markdown table of each method minus `baseline` over the same seeds: mean difference +- 95 % CI and the
     paired t-test's p-value; * marks p < 0.05."""
     objectives = objectives or list(res.final[baseline])
-    lines = ["| method - " + baseline + " | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
-    for name, f in res.final.items():
-        if name in (baseline, BASELINE):
-            continue
-        cells = [paired_test(f[o], res.final[baseline][o]) for o in objectives]
-        lines.append(f"| {name} | " + " | ".join(f"{c['diff']:+.3f} +- {c['ci95']:.3f} (p {c['p']:.2f})"
-                                                  + ("*" if c["p"] < 0.05 else "") for c in cells) + " |")
-    return "\n".join(lines)
+
+    def cell(c: dict) -> str:
+        return f"{c['diff']:+.3f} +- {c['ci95']:.3f} (p {c['p']:.2f})" + ("*" if c["p"] < 0.05 else "")
+
+    return _markdown(f"method - {baseline}", objectives,
+                     {name: [cell(paired_test(f[o], res.final[baseline][o])) for o in objectives]
+                      for name, f in res.final.items() if name not in (baseline, BASELINE)})
 
 
 def iterations_to_reach(res: Results, method: str, target: float, objective: str = "total") -> int | None:
@@ -160,13 +149,19 @@ def iterations_to_reach(res: Results, method: str, target: float, objective: str
     return int(res.eval_iterations[hits[0]]) if len(hits) else None
 
 
-def table(res: Results, objectives: list[str] | None = None) -> str:
-    """Markdown table: rows = base model and methods, columns = objectives, cells = mean +- std over seeds."""
+def _markdown(corner: str, objectives: list[str], rows: dict[str, list[str]]) -> str:
+    """A markdown table: a header of objectives, one row of cells per name."""
+    lines = [f"| {corner} | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
+    return "\n".join([*lines, *(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items())])
+
+
+def table(res: Results, objectives: list[str] | None = None, ci: bool = False) -> str:
+    """Markdown table: rows = base model and methods, columns = objectives, cells = mean +- std over seeds, or with
+    ci the mean +- the half-width of its 95 % confidence interval (Student's t, stats.py)."""
     objectives = objectives or list(next(iter(res.final.values())))
-    lines = ["| method | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
-    for name, f in res.final.items():
-        lines.append(f"| {name} | " + " | ".join(f"{f[o].mean():.3f} +- {f[o].std():.3f}" for o in objectives) + " |")
-    return "\n".join(lines)
+    spread = (lambda v: mean_ci(v)[1]) if ci else (lambda v: v.std())
+    return _markdown("method", objectives, {name: [f"{f[o].mean():.3f} +- {spread(f[o]):.3f}" for o in objectives]
+                                            for name, f in res.final.items()})
 
 
 def plot_curves(res: Results, ax, title: str = "") -> None:
@@ -192,11 +187,8 @@ def change_table(res: Results, objectives: list[str] | None = None) -> str:
     """Markdown table of each method's change against the base model (mean over seeds of last - first evaluation)."""
     objectives = objectives or list(res.final[BASELINE])
     base = res.final[BASELINE]
-    lines = ["| change vs base model | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
-    for name, f in res.final.items():
-        if name != BASELINE:
-            lines.append(f"| {name} | " + " | ".join(f"{(f[o] - base[o]).mean():+.3f}" for o in objectives) + " |")
-    return "\n".join(lines)
+    return _markdown("change vs base model", objectives, {name: [f"{(f[o] - base[o]).mean():+.3f}" for o in objectives]
+                                                          for name, f in res.final.items() if name != BASELINE})
 
 
 def write_summary(out: Path, res: Results, header: str, weights: dict | None = None) -> str:

@@ -427,6 +427,7 @@ def _registry_problems(c: Config) -> list[str]:
 
 def _value_problems(c: Config) -> list[str]:
     """Numbers outside their ranges (each field's docstring gives the range's reason) and non-finite floats."""
+    from .credit import GRADIENT_LEVEL
     from .rewards import REWARDS
 
     numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in c.rewards.values())
@@ -451,9 +452,9 @@ def _value_problems(c: Config) -> list[str]:
         (c.beta >= 0, "beta must be >= 0"),
         (0 <= c.ema_decay < 1, "ema_decay must be in [0, 1)"),
         (c.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
-        (c.credit != "gradient_mgda" or 0 <= c.mgda_floor <= 1 / max(1, len(c.rewards)),
+        (c.credit not in GRADIENT_LEVEL or 0 <= c.mgda_floor <= 1 / max(1, len(c.rewards)),
          f"mgda_floor must be in [0, 1 / number of rewards] = [0, {1 / max(1, len(c.rewards)):.3f}], got {c.mgda_floor}"),
-        (c.credit != "gradient_mgda" or c.beta == 0, "gradient_mgda combines the objectives' gradients and has no KL term: "
+        (c.credit not in GRADIENT_LEVEL or c.beta == 0, "gradient_mgda combines the objectives' gradients and has no KL term: "
          "set beta=0"),
         (c.adv_rms >= 0, f"adv_rms must be >= 0 (0 keeps the advantages as they are), got {c.adv_rms}"),
         (c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "

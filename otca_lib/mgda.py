@@ -53,17 +53,13 @@ def min_norm_weights(G: torch.Tensor, floor: float = 0.0, iterations: int = 2000
     return floor + scale * lam
 
 
-def combine(grads: list[list[torch.Tensor]], floor: float) -> tuple[list[torch.Tensor], torch.Tensor, dict]:
-    """Combine per-objective gradients. grads[k][j]: objective k's gradient of trained tensor j (all-reduced).
-    -> (the direction d per tensor, c [R], diagnostics: every objective's cosine with d, the gradient norms)."""
-    flat = torch.stack([torch.cat([g.double().flatten() for g in gk]) for gk in grads])   # [R, D]
+def combine(grads: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Combine per-objective gradients grads [R, D] (objective k's gradient of every trained weight, flattened and
+    all-reduced). -> (the direction d [D], c [R], diagnostics: every objective's cosine with d, the gradient norms)."""
+    flat = grads.double()
     norms = flat.norm(dim=1)
     unit = flat / norms.clamp_min(1e-30)[:, None]
     c = min_norm_weights(unit @ unit.T, floor)
     d = (c[:, None] * unit).sum(0) * norms.mean()
     cosines = (flat @ d) / (norms * d.norm()).clamp_min(1e-30)
-    out, offset = [], 0
-    for g in grads[0]:
-        out.append(d[offset:offset + g.numel()].view_as(g).to(g.dtype))
-        offset += g.numel()
-    return out, c, {"cosines": cosines, "norms": norms}
+    return d.to(grads.dtype), c, {"cosines": cosines, "norms": norms}

@@ -29,10 +29,11 @@ class CollectiveError(RuntimeError):
 
 
 class Progress:
-    def __init__(self, rank: int, world_size: int, timeout_minutes: float):
+    def __init__(self, rank: int, world_size: int, timeout_minutes: float, store=None):
+        """store: the key-value store (set / get / set_timeout); default: the process group's, when there is one."""
         self.rank, self.world_size, self.timeout_minutes = rank, world_size, timeout_minutes
-        self.store = None
-        if world_size > 1 and dist.is_available() and dist.is_initialized():
+        self.store = store
+        if store is None and world_size > 1 and dist.is_available() and dist.is_initialized():
             self.store = dist.distributed_c10d._get_default_store()
         self.where = "start"
 
@@ -51,7 +52,13 @@ class Progress:
         try:
             yield
         except RuntimeError as err:
+            # Only a failure of the collective itself is reported as one: a timeout or a backend error, or any error
+            # while another rank is elsewhere. An error every rank raises at the same place (a non-finite update,
+            # decided alike on every rank) keeps its own type and message.
             if self.store is None:
+                raise
+            distributed = isinstance(err, dist.DistError) or "timed out" in str(err).lower()
+            if not (distributed or any(w != where for w, _ in self.positions().values())):
                 raise
             raise CollectiveError(self.report(where, time.time() - start, err)) from err
         self.where = phase

@@ -40,6 +40,7 @@ from .seeds import Stream, generator, sample_seed
 from .steps import TrainedSteps
 from .update import NonFiniteError, NonFiniteGuard, update
 
+
 def finite_mean(r: torch.Tensor) -> float:
     """Mean of the finite entries (a failed reward is NaN and counted in */nonfinite); NaN if there are none."""
     ok = torch.isfinite(r)
@@ -100,6 +101,7 @@ class Trainer:
         self.spec = rollout_spec(cfg, self.policy)                         # training rollouts: the SDE
         self.eval_spec = rollout_spec(cfg, self.policy, evaluation=True)   # held-out samples: the ODE
         self.trained_steps = TrainedSteps.from_config(cfg)
+        self.balance = cfg.credit in GRADIENT_LEVEL  # the update combines per-objective gradients (gradient_mgda)
         self.start = 0
         self.history: list[dict] = []
         self._tb = None
@@ -149,7 +151,7 @@ class Trainer:
         self.policy.transformer.train()
         with self.progress.collective(f"iteration {it}: update (forward, backward, gradient all-reduce)"):
             metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema, guard=self.guard,
-                             balance=c.credit in GRADIENT_LEVEL)
+                             balance=self.balance)
         t4 = time.perf_counter()
         with self.progress.collective(f"iteration {it}: metrics all-reduce"):
             metrics = {k: float(acc.reduce(torch.tensor(v, device=dev), "mean")) for k, v in metrics.items()}

@@ -140,20 +140,18 @@ def balanced_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], 
     the min-norm weights into p.grad. -> diagnostics: the weights and every objective's cosine with the update."""
     b_idx, t_idx, a_flat = pairs
     params = policy.trainable_parameters()
-    R = a_flat.shape[-1]
-    grads = [[torch.zeros_like(p, dtype=torch.float32) for p in params] for _ in range(R)]
+    sizes = [p.numel() for p in params]
+    grads = torch.zeros(a_flat.shape[-1], sum(sizes), device=a_flat.device)    # [R, D]: every objective's gradient
     for sl in chunks:
-        with accelerator.no_sync(policy.transformer):  # reduced by hand below, once per objective
+        with accelerator.no_sync(policy.transformer):  # reduced by hand below, in one all-reduce
             loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums, per_objective=True)
-            for k in range(R):
-                gk = torch.autograd.grad(loss[:, k].sum() / per_opt, params, retain_graph=k < R - 1, allow_unused=True)
-                for acc, g in zip(grads[k], gk):
-                    if g is not None:
-                        acc += g.float()
-    grads = [[accelerator.reduce(g, "mean") for g in gk] for gk in grads]
-    direction, c, diag = mgda.combine(grads, cfg.mgda_floor)
-    for p, d in zip(params, direction):
-        p.grad = d.to(p.dtype)
+            for k in range(len(grads)):
+                gk = torch.autograd.grad(loss[:, k].sum() / per_opt, params, retain_graph=k < len(grads) - 1,
+                                         allow_unused=True)
+                grads[k] += torch.cat([(torch.zeros_like(p) if g is None else g).float().flatten() for p, g in zip(params, gk)])
+    direction, c, diag = mgda.combine(accelerator.reduce(grads, "mean"), cfg.mgda_floor)
+    for p, d in zip(params, direction.split(sizes)):
+        p.grad = d.view_as(p).to(p.dtype)
     return {"weights": c, "cosines": diag["cosines"]}
 
 

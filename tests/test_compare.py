@@ -29,7 +29,7 @@ def test_paired_statistics_and_sample_efficiency(tmp_path):
     np.testing.assert_allclose(res.final["otca"]["total"] - res.final["grpo"]["total"], 0.1)
     table = compare.paired_table(res, objectives=["total"])
     assert "| otca | +0.100 +- 0.000 (p 0.00)* |" in table  # the same gain on every seed: no spread, p 0
-    ci = compare.ci_table(res, objectives=["total"])
+    ci = compare.table(res, objectives=["total"], ci=True)
     m, h = np.mean([1.1, 1.4, 1.2]), 4.302653 * np.std([1.1, 1.4, 1.2], ddof=1) / np.sqrt(3)
     assert f"| grpo | {m:.3f} +- {h:.3f} |" in ci
     target = res.final["grpo"]["total"].mean()

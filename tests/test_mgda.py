@@ -26,11 +26,9 @@ def test_min_norm_weights_closed_forms():
 
 
 def test_combine_steps_along_a_direction_no_objective_opposes():
-    g1 = [torch.tensor([1.0, 0.0]), torch.tensor([0.0])]
-    g2 = [torch.tensor([-0.5, 0.5]), torch.tensor([0.0])]      # 135 degrees apart: conflicting
-    d, c, diag = combine([g1, g2], floor=0.0)
+    g = torch.tensor([[1.0, 0.0, 0.0], [-0.5, 0.5, 0.0]])       # 135 degrees apart: conflicting
+    flat, c, diag = combine(g, floor=0.0)
     assert (diag["cosines"] >= -1e-9).all()                     # neither gets worse to first order
-    flat = torch.cat([x.flatten() for x in d])
     # the min-norm point of the unit vectors, scaled by the mean gradient norm
     u1, u2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0]) / 2 ** 0.5
     expect = (c[0] * u1 + c[1] * u2) * (1 + 0.5 ** 0.5) / 2
