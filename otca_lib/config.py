@@ -155,6 +155,12 @@ class Config:
     """Evaluate on held-out prompts every K iterations (and at the end); 0 disables."""
     eval_samples: int = 8
     """Held-out samples per evaluation (prompts cycled, fixed seeds)."""
+    conflict_every: int = 0
+    """Every K iterations (0: never), the conflict probe (update.conflict_cosines; MARBLE's diagnostic): on the first
+    optimizer step, the cosine of each objective's own policy gradient (its group advantage alone) with the step the
+    credit method takes, logged as conflict/cosine/<name> and conflict/against (1 when some objective's gradient
+    points against the step). Costs one forward and one backward pass per objective more on those iterations;
+    gradient_mgda logs the same at every step without it."""
     eval_metrics: list = field(default_factory=list)
     """Registry rewards scored in evaluation only (logged as eval/<name>/mean, not trained on, not in the total),
     e.g. ['sw_direction'] for video."""
@@ -472,6 +478,7 @@ def _value_problems(c: Config) -> list[str]:
         (c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
          "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1"),
         (c.eval_every >= 0 and c.checkpoint_every >= 0 and c.eval_samples >= 1, "eval_every, checkpoint_every >= 0; eval_samples >= 1"),
+        (c.conflict_every >= 0, f"conflict_every must be >= 0 (0 never runs the conflict probe), got {c.conflict_every}"),
         (c.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {c.keep_checkpoints}"),
     ]
     return [msg for ok, msg in checks if not ok]

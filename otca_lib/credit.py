@@ -277,12 +277,16 @@ def _step_diag(W: torch.Tensor, trained: torch.Tensor) -> dict:
     return {f"weight/step_{int(t)}": float(v) for t, v in zip(trained, W.mean(0))}
 
 
-def gradient_mgda(inp: CreditInput):
-    """Gradient-level balancing (MARBLE-style, mgda.py): every objective's own group advantage, unweighted, [B, K, R];
-    the update computes one policy gradient per objective and steps along their min-norm combination, which
-    replaces the reward weights."""
+def objective_advantages(inp: CreditInput) -> torch.Tensor:
+    """[B, K, R]: every objective's own group advantage A_k^i, unweighted, the same at every trained step."""
     A = per_objective_advantages(inp)
-    return A[:, None, :].expand(-1, len(inp.rollout.trained), -1).contiguous(), {}
+    return A[:, None, :].expand(-1, len(inp.rollout.trained), -1).contiguous()
+
+
+def gradient_mgda(inp: CreditInput):
+    """Gradient-level balancing (MARBLE-style, mgda.py): objective_advantages, [B, K, R]; the update computes one
+    policy gradient per objective and steps along their min-norm combination, which replaces the reward weights."""
+    return objective_advantages(inp), {}
 
 
 CREDIT_METHODS = {f.__name__: f for f in (grpo, per_reward, gdpo, per_reward_loss, noise_weighted, tcd, moca,

@@ -61,5 +61,10 @@ def combine(grads: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tens
     unit = flat / norms.clamp_min(1e-30)[:, None]
     c = min_norm_weights(unit @ unit.T, floor)
     d = (c[:, None] * unit).sum(0) * norms.mean()
-    cosines = (flat @ d) / (norms * d.norm()).clamp_min(1e-30)
-    return d.to(grads.dtype), c, {"cosines": cosines, "norms": norms}
+    return d.to(grads.dtype), c, {"cosines": cosines(flat, d), "norms": norms}
+
+
+def cosines(grads: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """cos(g_k, d) for every row g_k of grads [R, D] and a direction d [D] (0 where either is 0). -> [R] float64."""
+    g, d = grads.double(), d.double()
+    return (g @ d) / (g.norm(dim=1) * d.norm()).clamp_min(1e-30)

@@ -27,7 +27,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 
 from . import checkpoint
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
-from .credit import GRADIENT_LEVEL, CreditInput, CreditState, advantage, match_rms
+from .credit import GRADIENT_LEVEL, CreditInput, CreditState, advantage, match_rms, objective_advantages
 from .ema import EMA
 from .groups import group_reward_stats
 from .media import grid, save_grid
@@ -141,8 +141,9 @@ class Trainer:
         t2 = time.perf_counter()
         # 3. advantage
         self.progress.at(f"iteration {it}: advantage")
-        adv, diag = advantage(c.credit, CreditInput(rewards, group.to(dev), local, rollout, c, it,
-                                                    self.score_latents, self.credit_state))
+        inp = CreditInput(rewards, group.to(dev), local, rollout, c, it, self.score_latents, self.credit_state)
+        adv, diag = advantage(c.credit, inp)
+        probe = not self.balance and c.conflict_every > 0 and it % c.conflict_every == 0  # the conflict probe
         if c.adv_rms > 0:  # the same effective step size for every method (config adv_rms)
             with self.progress.collective(f"iteration {it}: advantage RMS all-reduce"):
                 adv, diag["rms_before_matching"] = match_rms(adv, c.adv_rms, lambda t: acc.reduce(t, "sum"))
@@ -151,7 +152,7 @@ class Trainer:
         self.policy.transformer.train()
         with self.progress.collective(f"iteration {it}: update (forward, backward, gradient all-reduce)"):
             metrics = update(self.policy, self.optimizer, acc, rollout, adv, c, iteration=it, ema=self.ema, guard=self.guard,
-                             balance=self.balance)
+                             balance=self.balance, conflict_adv=objective_advantages(inp) if probe else None)
         t4 = time.perf_counter()
         with self.progress.collective(f"iteration {it}: metrics all-reduce"):
             metrics = {k: float(acc.reduce(torch.tensor(v, device=dev), "mean")) for k, v in metrics.items()}

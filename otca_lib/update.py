@@ -104,12 +104,13 @@ def shuffled_pairs(rollout, adv: torch.Tensor, seed: int, iteration: int) -> tup
 def pair_loss(policy, rollout, b: torch.Tensor, t: torch.Tensor, a: torch.Tensor, cfg, sums: dict,
               per_objective: bool = False) -> torch.Tensor:
     """Per-pair loss [N] of (sample b, step t) pairs with advantages a: the clipped surrogate, plus beta times the
-    KL to the reference policy when beta > 0. With per_objective (a [N, R]): one loss per objective, [N, R] (no KL:
-    config.validate refuses beta > 0 there). Adds the pairs' diagnostics to ``sums``."""
+    KL to the reference policy when beta > 0. With per_objective (a [N, R]): one surrogate per objective, [N, R],
+    without the KL term (gradient_mgda refuses beta > 0; the conflict probe measures the objectives alone). Adds
+    the pairs' diagnostics to ``sums``."""
     st = recompute(policy, rollout, b, t)
     old = rollout.log_probs[b, t]
     loss, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range, sum_objectives=not per_objective)
-    if cfg.beta > 0:
+    if cfg.beta > 0 and not per_objective:
         with torch.no_grad(), policy.reference():
             mean_ref = recompute(policy, rollout, b, t).mean
         kl = kl_in_mean_space(st.mean, mean_ref, st.std)
@@ -135,13 +136,15 @@ def summed_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], pe
     return {}
 
 
-def balanced_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg, sums: dict) -> dict:
-    """gradient_mgda (mgda.py): one gradient per objective over the step's micro-batches, all-reduced, combined by
-    the min-norm weights into p.grad. -> diagnostics: the weights and every objective's cosine with the update."""
+def objective_gradients(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg,
+                        sums: dict) -> torch.Tensor:
+    """One policy gradient per objective over an optimizer step's micro-batches: g_k, the gradient of the clipped
+    surrogate with objective k's advantages alone (pairs' a [N, R]), all-reduced over processes. -> [R, D], D the
+    number of trained weights (flattened in policy.trainable_parameters() order). One forward pass per micro-batch,
+    shared by the R backward passes; p.grad is not touched."""
     b_idx, t_idx, a_flat = pairs
     params = policy.trainable_parameters()
-    sizes = [p.numel() for p in params]
-    grads = torch.zeros(a_flat.shape[-1], sum(sizes), device=a_flat.device)    # [R, D]: every objective's gradient
+    grads = torch.zeros(a_flat.shape[-1], sum(p.numel() for p in params), device=a_flat.device)
     for sl in chunks:
         with accelerator.no_sync(policy.transformer):  # reduced by hand below, in one all-reduce
             loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums, per_objective=True)
@@ -149,30 +152,62 @@ def balanced_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], 
                 gk = torch.autograd.grad(loss[:, k].sum() / per_opt, params, retain_graph=k < len(grads) - 1,
                                          allow_unused=True)
                 grads[k] += torch.cat([(torch.zeros_like(p) if g is None else g).float().flatten() for p, g in zip(params, gk)])
-    direction, c, diag = mgda.combine(accelerator.reduce(grads, "mean"), cfg.mgda_floor)
-    for p, d in zip(params, direction.split(sizes)):
+    return accelerator.reduce(grads, "mean")
+
+
+def balanced_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg, sums: dict) -> dict:
+    """gradient_mgda (mgda.py): one gradient per objective, combined by the min-norm weights into p.grad.
+    -> diagnostics: the weights and every objective's cosine with the update."""
+    params = policy.trainable_parameters()
+    direction, c, diag = mgda.combine(objective_gradients(policy, accelerator, rollout, pairs, chunks, per_opt, cfg, sums),
+                                      cfg.mgda_floor)
+    for p, d in zip(params, direction.split([p.numel() for p in params])):
         p.grad = d.view_as(p).to(p.dtype)
     return {"weights": c, "cosines": diag["cosines"]}
 
 
+def conflict_cosines(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg) -> torch.Tensor:
+    """The conflict probe (config conflict_every; MARBLE's diagnostic for any credit method): the cosine of every
+    objective's own policy gradient g_k (objective_gradients, on the same pairs) with the step the method is
+    about to take, d = the accumulated p.grad. -> [R]; a negative entry: that objective's gradient points
+    against the update. Call after the step's gradient is accumulated and before the optimizer step."""
+    params = policy.trainable_parameters()
+    g = objective_gradients(policy, accelerator, rollout, pairs, chunks, per_opt, cfg, {k: 0.0 for k in SUMS})
+    d = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).float().flatten() for p in params])
+    return mgda.cosines(g, d)
+
+
+SUMS = ("loss", "approx_kl", "clipfrac", "kl_to_ref", "ratio")  # per-pair diagnostics summed by pair_loss
+
+
 def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, iteration: int,
-           ema=None, guard: NonFiniteGuard | None = None, balance: bool = False) -> dict[str, float]:
+           ema=None, guard: NonFiniteGuard | None = None, balance: bool = False,
+           conflict_adv: torch.Tensor | None = None) -> dict[str, float]:
     """Phase 4: optimizer steps on this process's rollout with advantages adv [B, K] (or [B, K, R]). -> metrics.
     ema: an ema.EMA of the trained weights, stepped after every optimizer step; guard: the run's NonFiniteGuard
     (default: a fresh one with cfg.max_nonfinite_steps); balance: adv is [B, K, R] and the R objectives' gradients
-    are combined by MGDA's min-norm (credit gradient_mgda) instead of summing their losses."""
+    are combined by MGDA's min-norm (credit gradient_mgda) instead of summing their losses; conflict_adv: every
+    objective's own advantages [B, K, R] (credit.objective_advantages) to run the conflict probe on the first
+    optimizer step (gradient_mgda measures the same cosines at every step without it)."""
     guard = guard or NonFiniteGuard(cfg.max_nonfinite_steps)
     pairs = shuffled_pairs(rollout, adv, cfg.seed, iteration)
+    # the probe's pairs are the update's pairs (the same seeded shuffle), with per-objective advantages
+    probe = None if conflict_adv is None else shuffled_pairs(rollout, conflict_adv, cfg.seed, iteration)
     n = len(pairs[0])
     per_opt = n // cfg.optimizer_steps_per_iteration
     params = policy.trainable_parameters()
     gradient = balanced_gradient if balance else summed_gradient
-    sums = {"loss": 0.0, "approx_kl": 0.0, "clipfrac": 0.0, "kl_to_ref": 0.0, "ratio": 0.0}
-    grad_norms, skipped, balanced = [], 0, []
+    sums = {k: 0.0 for k in SUMS}
+    grad_norms, skipped, weights, cosines = [], 0, [], []
     for o in range(cfg.optimizer_steps_per_iteration):
         chunks = [slice(lo, min(lo + cfg.train_micro_batch, (o + 1) * per_opt))
                   for lo in range(o * per_opt, (o + 1) * per_opt, cfg.train_micro_batch)]
-        balanced.append(gradient(policy, accelerator, rollout, pairs, chunks, per_opt, cfg, sums))
+        step = gradient(policy, accelerator, rollout, pairs, chunks, per_opt, cfg, sums)
+        if balance:
+            weights.append(step["weights"])
+            cosines.append(step["cosines"])
+        elif probe is not None and o == 0:
+            cosines.append(conflict_cosines(policy, accelerator, rollout, probe, chunks, per_opt, cfg))
         # (clip_grad_norm_ returns the norm before clipping; the gradients are all-reduced by now, so every
         # process sees the same norm and takes the same decision)
         norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else grad_norm(params)
@@ -195,9 +230,11 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
     metrics["policy/skipped_steps"] = float(skipped)
     if grad_norms:
         metrics["policy/grad_norm"] = sum(grad_norms) / len(grad_norms)
-    if balance:  # per objective: mean weight, mean cosine with the update; the share of steps where it was < 0
+    for k, name in enumerate(cfg.rewards):  # gradient_mgda: mean min-norm weight over the optimizer steps
+        if weights:
+            metrics[f"policy/mgda_weight/{name}"] = float(sum(w[k] for w in weights) / len(weights))
+    if cosines:  # per objective: mean cosine with the step; the share of steps where some objective's was < 0
         for k, name in enumerate(cfg.rewards):
-            metrics[f"policy/mgda_weight/{name}"] = float(sum(b["weights"][k] for b in balanced) / len(balanced))
-            metrics[f"policy/cosine/{name}"] = float(sum(b["cosines"][k] for b in balanced) / len(balanced))
-        metrics["policy/worst_cosine_negative"] = sum(float(b["cosines"].min() < 0) for b in balanced) / len(balanced)
+            metrics[f"conflict/cosine/{name}"] = float(sum(c[k] for c in cosines) / len(cosines))
+        metrics["conflict/against"] = sum(float(c.min() < 0) for c in cosines) / len(cosines)
     return metrics

@@ -65,4 +65,26 @@ def test_two_objectives_train_and_log_their_weights(tmp_path):
     rows = Trainer(c, log=False).run()
     w = [rows[-1][f"policy/mgda_weight/{k}"] for k in c.rewards]
     assert abs(sum(w) - 1) < 1e-6 and min(w) >= c.mgda_floor - 1e-9
-    assert 0 <= rows[-1]["policy/worst_cosine_negative"] <= 1
+    assert 0 <= rows[-1]["conflict/against"] <= 1
+
+
+def test_conflict_probe_closed_forms(tmp_path):
+    """The conflict probe (conflict_every) on grpo: with one reward the objective's own gradient is the update's
+    direction (cosine 1); with two exactly opposed rewards (JPEG size and minus JPEG size) weighted 1 and 0.5, the
+    summed reward is the first one at half scale, so the step follows it (cosine 1) and the second objective's
+    gradient points exactly against it (cosine -1, conflict/against 1)."""
+    from otca_lib.config import preset, smoke
+    from otca_lib.train import Trainer
+
+    def last_row(rewards, every):
+        c = dataclasses.replace(smoke(preset("tiny-sd3")), output_dir=str(tmp_path / str(len(rewards)) / str(every)),
+                                eval_every=0, iterations=1, credit="grpo", rewards=rewards, conflict_every=every,
+                                optimizer_steps_per_iteration=2)  # the probe must see the first step's own pairs
+        return Trainer(c, log=False).run()[-1]
+
+    one = last_row({"brightness": 1.0}, 1)
+    assert abs(one["conflict/cosine/brightness"] - 1) < 1e-4 and one["conflict/against"] == 0
+    two = last_row({"jpeg_incompressibility": 1.0, "jpeg_compressibility": 0.5}, 1)
+    assert abs(two["conflict/cosine/jpeg_incompressibility"] - 1) < 1e-4
+    assert abs(two["conflict/cosine/jpeg_compressibility"] + 1) < 1e-4 and two["conflict/against"] == 1
+    assert not any(k.startswith("conflict/") for k in last_row({"brightness": 1.0}, 0))  # off by default
