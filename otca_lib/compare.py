@@ -136,7 +136,7 @@ def paired_table(res: Results, baseline: str = "grpo", objectives: list[str] | N
     def cell(c: dict) -> str:
         return f"{c['diff']:+.3f} +- {c['ci95']:.3f} (p {c['p']:.2f})" + ("*" if c["p"] < 0.05 else "")
 
-    return _markdown(f"method - {baseline}", objectives,
+    return markdown(f"method - {baseline}", objectives,
                      {name: [cell(paired_test(f[o], res.final[baseline][o])) for o in objectives]
                       for name, f in res.final.items() if name not in (baseline, BASELINE)})
 
@@ -149,7 +149,7 @@ def iterations_to_reach(res: Results, method: str, target: float, objective: str
     return int(res.eval_iterations[hits[0]]) if len(hits) else None
 
 
-def _markdown(corner: str, objectives: list[str], rows: dict[str, list[str]]) -> str:
+def markdown(corner: str, objectives: list[str], rows: dict[str, list[str]]) -> str:
     """A markdown table: a header of objectives, one row of cells per name."""
     lines = [f"| {corner} | " + " | ".join(objectives) + " |", "|" + "---|" * (len(objectives) + 1)]
     return "\n".join([*lines, *(f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items())])
@@ -160,7 +160,7 @@ def table(res: Results, objectives: list[str] | None = None, ci: bool = False) -
     ci the mean +- the half-width of its 95 % confidence interval (Student's t, stats.py)."""
     objectives = objectives or list(next(iter(res.final.values())))
     spread = (lambda v: mean_ci(v)[1]) if ci else (lambda v: v.std())
-    return _markdown("method", objectives, {name: [f"{f[o].mean():.3f} +- {spread(f[o]):.3f}" for o in objectives]
+    return markdown("method", objectives, {name: [f"{f[o].mean():.3f} +- {spread(f[o]):.3f}" for o in objectives]
                                             for name, f in res.final.items()})
 
 
@@ -187,7 +187,7 @@ def change_table(res: Results, objectives: list[str] | None = None) -> str:
     """Markdown table of each method's change against the base model (mean over seeds of last - first evaluation)."""
     objectives = objectives or list(res.final[BASELINE])
     base = res.final[BASELINE]
-    return _markdown("change vs base model", objectives, {name: [f"{(f[o] - base[o]).mean():+.3f}" for o in objectives]
+    return markdown("change vs base model", objectives, {name: [f"{(f[o] - base[o]).mean():+.3f}" for o in objectives]
                                                           for name, f in res.final.items() if name != BASELINE})
 
 

@@ -36,6 +36,40 @@ def finished_runs(folder: Path) -> dict[str, dict[int, dict]]:
     return runs
 
 
+# The ablation in the OTCA paper's layout (its Table 4): each row adds one part of the method to uniform GRPO.
+ABLATION = {"grpo": "GRPO", "tcd": "+ TCD (step credit)", "moca": "+ MOCA (objective credit)",
+            "otca": "+ TCD + MOCA (OTCA)", "otca_objective": "objective-aware OTCA (per-objective step credit)"}
+# Logged diagnostics summarised per method (docs/metrics.md): mean over every iteration that logs it and every seed.
+DIAGNOSTICS = {"credit/moca_cancelled": "MOCA cancelled (share of samples)",
+               "conflict/against": "steps against some objective (share)"}
+
+
+def ablation_table(res: compare.Results) -> str | None:
+    """The held-out table (mean +- 95 % CI) restricted to the ablation's methods, in its order and with its labels,
+    under the base model's row; None unless the study has GRPO and at least one of the parts."""
+    present = [m for m in ABLATION if m in res.final]
+    if "grpo" not in present or len(present) < 2:
+        return None
+    final = {compare.BASELINE: res.final[compare.BASELINE], **{ABLATION[m]: res.final[m] for m in present}}
+    return compare.table(compare.Results(res.iterations, {}, final, {}), ci=True)
+
+
+def diagnostics_table(folder: Path, methods: list[str], seeds: list[int]) -> str | None:
+    """Per method, the mean of each logged diagnostic (DIAGNOSTICS, and every objective's conflict/cosine/<name>)
+    over its iterations and seeds; '-' where a method does not log it; None when no run logged any."""
+    means: dict[str, dict[str, float]] = {}
+    for m in methods:
+        rows = [r for s in seeds for r in compare.metric_rows(folder, m, s)]
+        keys = {k for r in rows for k in r if k in DIAGNOSTICS or k.startswith("conflict/cosine/")}
+        means[m] = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+    columns = sorted({k for v in means.values() for k in v}, key=lambda k: (list(DIAGNOSTICS) + [k]).index(k))
+    if not columns:
+        return None
+    names = [DIAGNOSTICS.get(k, "cos(" + k.split("/")[-1] + ", step)") for k in columns]
+    return compare.markdown("method", names, {m: [f"{v[k]:.3f}" if k in v else "-" for k in columns]
+                                              for m, v in means.items()})
+
+
 def plot_eval_curves(res: compare.Results, path: Path, objective: str = "total") -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -102,6 +136,16 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path) 
             wall = np.mean([runs[m][s].get("seconds", np.nan) for s in seeds])
             lines.append(f"| {m} | {its if its is not None else 'not reached'} | {ratio} | {wall:.0f} |")
         lines.append("")
+    ablation = ablation_table(res)
+    if ablation is not None:
+        lines += ["## Ablation (the OTCA paper's Table 4 layout), held-out, mean +- 95 % CI over seeds", "", ablation, ""]
+    diagnostics = diagnostics_table(folder, methods, seeds)
+    if diagnostics is not None:
+        lines += ["## Diagnostics, mean over iterations and seeds", "", "MOCA's cancellation rate "
+                  "(`credit/moca_cancelled`: samples whose objectives' advantages disagree in sign, so the min-norm "
+                  "combination is 0) and the conflict probe (`conflict_every`; gradient_mgda logs it at every step): "
+                  "how often some objective's own policy gradient pointed against the step taken, and each "
+                  "objective's mean cosine with it.", "", diagnostics, ""]
     curves = plot_eval_curves(res, out.with_name(out.stem + "_curves.png"))
     lines += ["## Held-out total over training", "", f"![held-out curves]({curves.name})", ""]
     steps = plot_step_weights(folder, runs, seeds, out.with_name(out.stem + "_steps.png"))

@@ -6,14 +6,17 @@ import numpy as np
 from otca_lib import compare
 
 
-def write_run(out, method, seed, evals: list[tuple[int, float]], step_weights: dict | None = None):
-    """A run folder whose metrics.jsonl holds training rows and held-out evaluations of 'total' at the iterations."""
+def write_run(out, method, seed, evals: list[tuple[int, float]], step_weights: dict | None = None,
+              logged: dict | None = None):
+    """A run folder whose metrics.jsonl holds training rows (with the `logged` metrics: {name: value at iteration
+    it, a function of it}) and held-out evaluations of 'total' at the iterations."""
     folder = compare.run_dir(out, method, seed)
     (folder / "samples").mkdir(parents=True)
     rows = {it: {"iteration": it} for it in range(evals[-1][0] + 1)}  # as the trainer logs: one row an iteration
     for it in range(1, evals[-1][0] + 1):
         rows[it]["reward/total/mean"] = 0.1 * it
         rows[it].update({f"credit/weight/step_{t}": w for t, w in (step_weights or {}).items()})
+        rows[it].update({k: f(it) for k, f in (logged or {}).items()})
     for it, v in evals:
         rows[it].update({"eval/total/mean": v, "eval/x/mean": 2 * v})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows.values() if len(r) > 1))
@@ -44,17 +47,23 @@ def test_the_report_page_from_run_folders(tmp_path):
     base = {0: 1.0, 1: 1.2, 2: 0.9}
     for seed, b in base.items():
         for method, gain in (("grpo", 0.0), ("otca", 0.1)):
+            logged = {"credit/moca_cancelled": lambda it: 0.25, "conflict/against": lambda it: float(it % 2),
+                      "conflict/cosine/x": lambda it: 0.5} if method == "otca" else None
             write_run(tmp_path, method, seed, [(0, b), (10, b + gain + 0.05), (20, b + 0.1 + gain)],
-                      {0: 1.5, 2: 0.5} if method == "otca" else None)
+                      {0: 1.5, 2: 0.5} if method == "otca" else None, logged)
             (compare.run_dir(tmp_path, method, seed) / "done.json").write_text(json.dumps(
                 {"method": method, "seed": seed, "config": {"num_steps": 4}, "seconds": 10.0 + seed}))
     write_run(tmp_path, "moca", 0, [(0, 1.0), (20, 1.0)])  # unfinished (no done.json): left out
     out = tmp_path / "docs" / "results.md"
     assert report.main([str(tmp_path), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "seeds [0, 1, 2]" in text and "moca" not in text
+    assert "seeds [0, 1, 2]" in text and "| moca |" not in text and "moca_seed0" not in text
     assert "| otca | +0.100 +- 0.000 (p 0.00)* | +0.200 +- 0.000 (p 0.00)* |" in text
     assert "| otca | 10 | 0.50 | 11 |" in text                  # half of grpo's iterations; mean wall time
     assert (tmp_path / "docs" / "results_curves.png").stat().st_size > 0
     assert "![step weights](results_steps.png)" in text and (tmp_path / "docs" / "results_steps.png").exists()
+    base_row = next(line for line in text.splitlines() if line.startswith("| base model |"))
+    assert "| + TCD + MOCA (OTCA) | " in text and "| GRPO | " in text and text.count(base_row) == 2  # the ablation
+    # diagnostics: otca's means over iterations 1-20 and seeds (against: every other iteration); grpo logs none
+    assert "| otca | 0.250 | 0.500 | 0.500 |" in text and "| grpo | - | - | - |" in text
     assert report.main([str(tmp_path / "empty")]) == 2         # no finished run: a clear error, exit 2
