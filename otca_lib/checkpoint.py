@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .checksums import sha256_file
+from .fsdp import full, is_sharded, like
 
 TRAINABLE = "trainable.safetensors"
 STATE = "training_state.safetensors"
@@ -59,7 +60,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def trainable_state(policy) -> dict[str, torch.Tensor]:
     """Name -> tensor of the trained weights, read from the unwrapped module."""
     wanted = {id(p) for p in policy.trainable_parameters()}
-    return {n: p.detach().cpu().contiguous() for n, p in policy.unwrapped.named_parameters() if id(p) in wanted}
+    return {n: full(p.detach()).cpu().contiguous() for n, p in policy.unwrapped.named_parameters() if id(p) in wanted}
 
 
 def load_trainable(policy, path: Path) -> None:
@@ -75,7 +76,7 @@ def load_trainable(policy, path: Path) -> None:
                               "was it written with another model or LoRA rank?")
     with torch.no_grad():
         for n, t in state.items():
-            params[n].copy_(t)
+            params[n].copy_(like(params[n], t))
 
 
 def training_state(optimizer, ema=None, credit_state=None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -88,12 +89,12 @@ def training_state(optimizer, ema=None, credit_state=None) -> tuple[dict[str, to
     for idx, state in opt["state"].items():
         for name, value in state.items():
             if torch.is_tensor(value):
-                tensors[f"optimizer.{idx}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"optimizer.{idx}.{name}"] = full(value.detach()).cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[name] = value
     meta = {"optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
     if ema is not None:
-        tensors.update({f"ema.{i}": e.detach().cpu().contiguous() for i, e in enumerate(ema.shadow)})
+        tensors.update({f"ema.{i}": full(e.detach()).cpu().contiguous() for i, e in enumerate(ema.shadow)})
     if credit_state is not None and credit_state.profile is not None:
         tensors["credit.profile"] = credit_state.profile.detach().cpu().contiguous()
     return tensors, meta
@@ -113,6 +114,11 @@ def load_training_state(ckpt: Path, optimizer, ema=None, credit_state=None) -> N
         if kind == "optimizer":
             idx, _, name = rest.partition(".")
             state.setdefault(int(idx), {})[name] = value
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the state's indices, in order
+    for idx, values in state.items():  # sharded weights (fsdp.py): each process keeps its shard of the moments
+        for name, value in values.items():
+            if idx < len(params) and value.shape == params[idx].shape:
+                values[name] = like(params[idx], value)
     for idx, values in meta["optimizer"]["scalars"].items():
         state.setdefault(int(idx), {}).update(values)
     try:
@@ -125,7 +131,7 @@ def load_training_state(ckpt: Path, optimizer, ema=None, credit_state=None) -> N
         if any(t is None or t.shape != e.shape for t, e in zip(shadow, ema.shadow)):
             raise CheckpointError(f"{ckpt} has no EMA of these weights (was it written with ema_decay=0?)")
         for e, t in zip(ema.shadow, shadow):
-            e.copy_(t)
+            e.copy_(like(e, t))
     if credit_state is not None:
         credit_state.profile = tensors.get("credit.profile")
 
@@ -138,17 +144,20 @@ def save(accelerator, policy, run_dir: str | Path, iteration: int, config: dict,
     root = Path(run_dir) / "checkpoints"
     final = root / f"iter_{iteration:06d}"
     tmp = root / (final.name + ".tmp")
+    sharded = is_sharded(policy.trainable_parameters())
     weights = trainable_state(policy)
     bad = [n for n, t in weights.items() if not torch.isfinite(t).all()]
     if bad:
         raise CheckpointError(f"refusing to checkpoint iteration {iteration}: {len(bad)} trained weights are not "
                               f"finite (e.g. {bad[0]}); {root / 'latest'} still names the last good checkpoint")
+    # sharded (fsdp.py): gathering a tensor is a collective, so every process gathers; replicated: only the writer
+    state = training_state(optimizer, ema, credit_state) if accelerator.is_main_process or sharded else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         save_file(weights, str(tmp / TRAINABLE))
-        tensors, meta = training_state(optimizer, ema, credit_state)
+        tensors, meta = state
         save_file(tensors, str(tmp / STATE))
         _atomic_write_text(tmp / STATE_JSON, json.dumps(meta, indent=1))
         files = {name: sha256_file(tmp / name) for name in (TRAINABLE, STATE, STATE_JSON)}

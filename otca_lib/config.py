@@ -139,6 +139,10 @@ class Config:
     max_nonfinite_steps: int = 3
     """An optimizer step whose gradient norm is not finite (a NaN / inf loss or gradient) is skipped and counted
     (policy/skipped_steps); after this many in a row the run stops with an error instead of training on."""
+    fsdp: bool = False
+    """Shard the transformer, its gradients and its optimizer state over the processes with torch's FSDP2 (fsdp.py)
+    instead of replicating it (DDP); the same weights either way. For models that do not fit one GPU per process
+    (the dry run's memory table); nothing to shard with one process. Not with gradient_mgda or conflict_every."""
     ema_decay: float = 0.0
     """EMA of the trainable weights used for evaluation and saved with checkpoints; 0 disables."""
 
@@ -478,6 +482,9 @@ def _value_problems(c: Config) -> list[str]:
         (c.rollout_batch_size >= 1 and c.train_micro_batch >= 1 and c.optimizer_steps_per_iteration >= 1,
          "rollout_batch_size, train_micro_batch, optimizer_steps_per_iteration must be >= 1"),
         (c.eval_every >= 0 and c.checkpoint_every >= 0 and c.eval_samples >= 1, "eval_every, checkpoint_every >= 0; eval_samples >= 1"),
+        (not c.fsdp or (c.credit not in GRADIENT_LEVEL and c.conflict_every == 0),
+         "fsdp=true cannot be combined with gradient_mgda or conflict_every > 0 (their per-objective gradients bypass "
+         "FSDP's gradient reduce-scatter): train those unsharded"),
         (c.conflict_every >= 0, f"conflict_every must be >= 0 (0 never runs the conflict probe), got {c.conflict_every}"),
         (c.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 keeps every checkpoint), got {c.keep_checkpoints}"),
     ]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
 
-from . import checkpoint
+from . import checkpoint, fsdp
 from .config import Config, apply_overrides, batch_arithmetic, preset, smoke, validate
 from .credit import GRADIENT_LEVEL, CreditInput, CreditState, advantage, match_rms, objective_advantages
 from .ema import EMA
@@ -88,12 +88,10 @@ class Trainer:
         self.policy.check_size(cfg.height, cfg.width, cfg.frames or None)
         if cfg.gradient_checkpointing:
             self.policy.unwrapped.enable_gradient_checkpointing()
-        params = self.policy.trainable_parameters()
-        self.say(f"trainable parameters: {sum(p.numel() for p in params):,}")
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        self.policy.transformer, self.optimizer = self.acc.prepare(self.policy.transformer, optimizer)
+        self.say(f"trainable parameters: {sum(p.numel() for p in self.policy.trainable_parameters()):,}")
+        self._distribute()
         # Checkpoints are written by checkpoint.save (safetensors + JSON, no pickle), not accelerate's save_state.
-        self.ema = EMA(params, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.ema = EMA(self.policy.trainable_parameters(), cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.credit_state = CreditState()  # amortised estimates of the credit methods, checkpointed
         self.guard = NonFiniteGuard(cfg.max_nonfinite_steps)  # skipped non-finite optimizer steps, over the run
         self.reward_fns = build_rewards(cfg.rewards, self.acc.device)
@@ -105,6 +103,23 @@ class Trainer:
         self.start = 0
         self.history: list[dict] = []
         self._tb = None
+
+    def _distribute(self) -> None:
+        """DDP (accelerate's prepare) or, with cfg.fsdp and several processes, torch's FSDP2 (fsdp.py); then the
+        optimizer over the trained weights as they are now (shards, when sharded)."""
+        cfg, acc = self.cfg, self.acc
+        if acc.distributed_type == DistributedType.FSDP:
+            raise ValueError("accelerate's FSDP plugin is not used by this trainer: launch with configs/accelerate/"
+                             "ddp.yaml (or --multi_gpu) and --set fsdp=true, which shards with torch's FSDP2 (fsdp.py)")
+        if cfg.fsdp and acc.num_processes > 1:
+            units = fsdp.shard(self.policy.transformer, acc.device, acc.num_processes)
+            self.say(f"fsdp: {units} units sharded over {acc.num_processes} processes")
+        optimizer = torch.optim.AdamW(self.policy.trainable_parameters(), lr=cfg.learning_rate,
+                                      weight_decay=cfg.weight_decay)
+        if fsdp.is_sharded(self.policy.trainable_parameters()):
+            self.optimizer = optimizer
+        else:
+            self.policy.transformer, self.optimizer = acc.prepare(self.policy.transformer, optimizer)
 
     # ------------------------------------------------------------------ data layout
     def local_slice(self, n_global: int) -> slice:
@@ -132,6 +147,7 @@ class Trainer:
         self.progress.at(f"iteration {it}: sample")
         rollout = sample(self.policy, prompts[local], self.spec, trained=self.trained_steps.at(it), seeds=seeds,
                          init_seeds=init)
+        fsdp.reshard(self.policy.transformer)
         t1 = time.perf_counter()
         # 2. reward (gathered: a prompt's group may span processes)
         self.progress.at(f"iteration {it}: reward")
@@ -196,6 +212,7 @@ class Trainer:
         self.progress.at(f"evaluation at iteration {it}")
         with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
             ro = sample(self.policy, prompts[local], self.eval_spec, seeds=seeds[local])
+            fsdp.reshard(self.policy.transformer)
 
         def gathered(fns) -> dict[str, torch.Tensor]:
             scores = reward(fns, ro.pixels, prompts[local])

@@ -26,6 +26,7 @@ import contextlib
 import torch
 
 from . import mgda
+from .fsdp import full, local
 from .sde import kl_in_mean_space
 from .seeds import Stream, generator
 
@@ -85,7 +86,7 @@ class NonFiniteGuard:
 
 def grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
     """The L2 norm of all gradients together (0 for parameters without a gradient), a float32 scalar."""
-    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    norms = [full(p.grad.detach().float().norm()) for p in params if p.grad is not None]  # (a shard's: all-reduced)
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
@@ -221,9 +222,11 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
             skipped += 1
         optimizer.zero_grad(set_to_none=True)
         guard.record(finite, iteration)
-    bad = [i for i, p in enumerate(params) if not torch.isfinite(p.detach()).all()]
+    # (summed over processes: with sharded weights (fsdp.py) each process checks its own shards)
+    bad = int(accelerator.reduce(torch.tensor(float(sum(not torch.isfinite(local(p).detach()).all() for p in params)),
+                                              device=adv.device), "sum"))
     if bad:
-        raise NonFiniteError(f"iteration {iteration}: {len(bad)} of {len(params)} trained tensors became non-finite "
+        raise NonFiniteError(f"iteration {iteration}: {bad} of {len(params)} trained tensors became non-finite "
                              f"after an optimizer step with finite gradients (learning_rate={cfg.learning_rate}): "
                              "lower the learning rate; the last checkpoint is unaffected")
     metrics = {f"policy/{k}": v / n for k, v in sums.items() if k != "kl_to_ref" or cfg.beta > 0}

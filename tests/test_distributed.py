@@ -1,5 +1,6 @@
 """Two processes (torchrun, gloo on the CPU) give the same advantages and update as one process."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,51 @@ def test_two_machines_on_one_host_match_one_process(tmp_path):
     lr = 3e-4  # tiny-sd3's learning rate: Adam maps gradients near 0 to +-lr, allow 5 % of one step there
     for k, v in w1.items():
         torch.testing.assert_close(w2[k], v, rtol=0, atol=0.05 * lr)
+
+
+def test_fsdp_sharded_training_matches_one_process_and_resumes_exactly(tmp_path):
+    """fsdp=true (torch's FSDP2, otca_lib/fsdp.py) on 2 CPU processes (gloo): full fine-tuning with EMA and the KL
+    term trains the same weights as one unsharded process over 3 iterations (to Adam's sign noise), the sharded
+    checkpoint of iteration 2 resumes on 2 processes to bit-identical weights and optimizer state, and on one
+    process to float rounding; LoRA, sharded, matches one process too."""
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(WORKER.parents[1])}
+    port = iter(range(29900 + os.getpid() % 50 * 2, 30100))
+
+    def train(nproc: int, *args: str) -> str:
+        launch = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(next(port))]
+                  if nproc == 2 else [sys.executable])
+        proc = subprocess.run([*launch, "-m", "otca_lib.train", *args], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    def files(run: Path, it: int = 3) -> dict:
+        ckpt = run / "checkpoints" / f"iter_{it:06d}"
+        return {**load_file(str(ckpt / "trainable.safetensors")), **load_file(str(ckpt / "training_state.safetensors"))}
+
+    full = ["--preset", "tiny-sd3", "--smoke", "--iterations", "3", "--set", "eval_every=0", "checkpoint_every=1",
+            "keep_checkpoints=0", "ema_decay=0.9", "beta=0.01"]
+    assert "fsdp: 3 units sharded over 2 processes" in train(2, *full, "fsdp=true", "--output-dir", str(tmp_path / "two"))
+    train(1, *full, "--output-dir", str(tmp_path / "one"))
+    one, two = files(tmp_path / "one"), files(tmp_path / "two")
+    assert one.keys() == two.keys() and len(one) > 100  # weights, Adam's moments, the EMA
+    lr = 3e-4  # tiny-sd3's learning rate: Adam maps gradients near 0 to +-lr, allow 5 % of one step there
+    for k, v in one.items():
+        torch.testing.assert_close(two[k], v, rtol=0, atol=0.05 * lr)
+    for nproc in (2, 1):  # resume the sharded checkpoint of iteration 2 sharded, and unsharded
+        copy = tmp_path / f"resumed{nproc}"
+        shutil.copytree(tmp_path / "two", copy)
+        train(nproc, "--resume", str(copy / "checkpoints" / "iter_000002"), "--iterations", "3")
+        for k, v in files(copy).items():
+            if nproc == 2:
+                assert torch.equal(v, two[k]), k
+            else:
+                torch.testing.assert_close(v, two[k], rtol=0, atol=1e-6)
+    lora = ["--preset", "tiny-sd3", "--smoke", "--set", "eval_every=0", "lora_rank=4", "beta=0.01"]
+    train(2, *lora, "fsdp=true", "--output-dir", str(tmp_path / "lora2"))
+    train(1, *lora, "--output-dir", str(tmp_path / "lora1"))
+    a, b = files(tmp_path / "lora1", 2), files(tmp_path / "lora2", 2)
+    assert a.keys() == b.keys() and any("lora" in k for k in a)
+    for k, v in a.items():
+        torch.testing.assert_close(b[k], v, rtol=0, atol=0.05 * lr)
