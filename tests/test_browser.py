@@ -2,7 +2,8 @@
 
 JupyterLab serves the repository; Selenium drives Debian's chromium (through chromedriver), opens
 notebooks/01_trajectory_sampling.ipynb, runs all cells (OTCA_SMOKE=1, so it takes about a minute), moves
-the step slider of the trajectory explorer and checks that the figure it shows changes. Screenshots before
+the step slider of the trajectory explorer and checks that the figure it shows changes, and that no figure is
+shrunk to fit the output area (which would shrink its labels). Screenshots before
 and after go to $OTCA_SCREENSHOTS (default results/browser/). Without chromium, chromedriver or selenium the
 test skips, naming what is missing; CI sets OTCA_REQUIRE_BROWSER=1, which turns that skip into a failure.
 Install: apt-get install chromium chromium-driver; pip install -e '.[test]'.
@@ -127,5 +128,13 @@ def test_step_slider_changes_the_shown_image_in_jupyterlab(lab, tmp_path):
         driver.save_screenshot(str(shots / "01_step_slider_after.png"))
         assert readout.text.strip() == new
         assert img() != before  # the figure for the new step is a different image
+        # Readable at this width: JupyterLab shrinks an image wider than the output area to fit (max-width 100 %),
+        # and its 7-8 pt labels with it; every figure of the notebook must be shown at >= 90 % of its size.
+        sizes = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.jp-OutputArea-output img')).map("
+            "i => [i.naturalWidth, i.clientWidth]);")
+        assert sizes and all(n > 0 for n, _ in sizes)
+        shrunk = [(n, c) for n, c in sizes if c < 0.9 * n]
+        assert not shrunk, f"figures shown smaller than drawn (natural, shown px): {shrunk}"
     finally:
         driver.quit()
