@@ -64,6 +64,40 @@ def test_a_stuck_worker_ends_the_job_after_the_configured_timeout_naming_it(tmp_
     assert "rank 1 is still at 'iteration 0: reward'" in out and "Timed out" in out
 
 
+def test_a_dead_worker_ends_the_job_and_the_run_resumes_from_its_last_checkpoint(tmp_path):
+    """Rank 1 is killed (SIGKILL) in iteration 2: the launcher stops rank 0 within seconds (no hang), the checkpoint of
+    iteration 2 is intact, and resuming from it on 2 processes ends with the same weights, bit for bit, as a run
+    that was never interrupted."""
+    import time
+
+    from safetensors.torch import load_file
+
+    worker = WORKER.with_name("dying_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(WORKER.parents[1])}
+    port = 29650 + os.getpid() % 40
+
+    def launch(*args: str, script: Path = worker):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               str(script), *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    start = time.time()
+    died = launch(str(tmp_path / "run"))
+    assert died.returncode != 0 and time.time() - start < 120, died.stderr[-2000:]
+    assert "SIGKILL" in died.stderr and "exitcode  : -9" in died.stderr
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == "iter_000002"
+    whole = launch(str(tmp_path / "whole"), "--no-death")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "otca_lib.train", "--resume", str(tmp_path / "run"), "--iterations", "4"]
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(str(tmp_path / "whole" / "checkpoints" / "iter_000004" / "trainable.safetensors"))
+    b = load_file(str(ckpts / "iter_000004" / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_two_machines_on_one_host_match_one_process(tmp_path):
     """The shipped multi-node config, launched as two "machines" on 127.0.0.1 with one process each (gloo on the
     CPU, accelerate's c10d rendezvous), trains the same weights as one process (to Adam's sign noise)."""
