@@ -464,8 +464,6 @@ def _value_problems(c: Config) -> list[str]:
         (c.max_grad_norm >= 0, "max_grad_norm must be >= 0"),
         (c.credit not in GRADIENT_LEVEL or 0 <= c.mgda_floor <= 1 / max(1, len(c.rewards)),
          f"mgda_floor must be in [0, 1 / number of rewards] = [0, {1 / max(1, len(c.rewards)):.3f}], got {c.mgda_floor}"),
-        (c.credit not in GRADIENT_LEVEL or c.beta == 0, "gradient_mgda combines the objectives' gradients and has no KL term: "
-         "set beta=0"),
         (c.adv_rms >= 0, f"adv_rms must be >= 0 (0 keeps the advantages as they are), got {c.adv_rms}"),
         (c.adv_clip > 0 and c.adv_eps > 0, "adv_clip must be > 0 and adv_eps > 0 (with 0 a group of equal rewards "
          "divides 0 by 0)"),

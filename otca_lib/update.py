@@ -103,19 +103,20 @@ def shuffled_pairs(rollout, adv: torch.Tensor, seed: int, iteration: int) -> tup
 
 
 def pair_loss(policy, rollout, b: torch.Tensor, t: torch.Tensor, a: torch.Tensor, cfg, sums: dict,
-              per_objective: bool = False) -> torch.Tensor:
+              per_objective: bool = False, kl_column: bool = False) -> torch.Tensor:
     """Per-pair loss [N] of (sample b, step t) pairs with advantages a: the clipped surrogate, plus beta times the
     KL to the reference policy when beta > 0. With per_objective (a [N, R]): one surrogate per objective, [N, R],
-    without the KL term (gradient_mgda refuses beta > 0; the conflict probe measures the objectives alone). Adds
-    the pairs' diagnostics to ``sums``."""
+    without the KL term, or with kl_column (and beta > 0) [N, R + 1], the last column beta times the KL, for the
+    update to add its gradient to the objectives' combination (gradient_mgda). Adds the pairs' diagnostics to
+    ``sums``."""
     st = recompute(policy, rollout, b, t)
     old = rollout.log_probs[b, t]
     loss, ratio = clipped_surrogate(st.log_prob, old, a, cfg.clip_range, sum_objectives=not per_objective)
-    if cfg.beta > 0 and not per_objective:
+    if cfg.beta > 0 and (kl_column or not per_objective):
         with torch.no_grad(), policy.reference():
             mean_ref = recompute(policy, rollout, b, t).mean
         kl = kl_in_mean_space(st.mean, mean_ref, st.std)
-        loss = loss + cfg.beta * kl
+        loss = torch.cat([loss, cfg.beta * kl[:, None]], 1) if per_objective else loss + cfg.beta * kl
         sums["kl_to_ref"] += float(kl.detach().sum())
     with torch.no_grad():
         d = st.log_prob.detach() - old
@@ -138,17 +139,20 @@ def summed_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], pe
 
 
 def objective_gradients(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg,
-                        sums: dict) -> torch.Tensor:
+                        sums: dict, kl_row: bool = False) -> torch.Tensor:
     """One policy gradient per objective over an optimizer step's micro-batches: g_k, the gradient of the clipped
     surrogate with objective k's advantages alone (pairs' a [N, R]), all-reduced over processes. -> [R, D], D the
-    number of trained weights (flattened in policy.trainable_parameters() order). One forward pass per micro-batch,
-    shared by the R backward passes; p.grad is not touched."""
+    number of trained weights (flattened in policy.trainable_parameters() order), or with kl_row (and beta > 0)
+    [R + 1, D], the last row the gradient of beta times the KL. One forward pass per micro-batch, shared by the
+    backward passes; p.grad is not touched."""
     b_idx, t_idx, a_flat = pairs
     params = policy.trainable_parameters()
-    grads = torch.zeros(a_flat.shape[-1], sum(p.numel() for p in params), device=a_flat.device)
+    rows = a_flat.shape[-1] + int(kl_row and cfg.beta > 0)
+    grads = torch.zeros(rows, sum(p.numel() for p in params), device=a_flat.device)
     for sl in chunks:
         with accelerator.no_sync(policy.transformer):  # reduced by hand below, in one all-reduce
-            loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums, per_objective=True)
+            loss = pair_loss(policy, rollout, b_idx[sl], t_idx[sl], a_flat[sl], cfg, sums, per_objective=True,
+                             kl_column=kl_row)
             for k in range(len(grads)):
                 gk = torch.autograd.grad(loss[:, k].sum() / per_opt, params, retain_graph=k < len(grads) - 1,
                                          allow_unused=True)
@@ -157,11 +161,15 @@ def objective_gradients(policy, accelerator, rollout, pairs, chunks: list[slice]
 
 
 def balanced_gradient(policy, accelerator, rollout, pairs, chunks: list[slice], per_opt: int, cfg, sums: dict) -> dict:
-    """gradient_mgda (mgda.py): one gradient per objective, combined by the min-norm weights into p.grad.
-    -> diagnostics: the weights and every objective's cosine with the update."""
+    """gradient_mgda (mgda.py): one gradient per objective, combined by the min-norm weights into p.grad, plus the
+    KL term's gradient when beta > 0 (an anchor, not an objective: added after the balancing, unweighted).
+    -> diagnostics: the weights and every objective's cosine with the combination."""
     params = policy.trainable_parameters()
-    direction, c, diag = mgda.combine(objective_gradients(policy, accelerator, rollout, pairs, chunks, per_opt, cfg, sums),
-                                      cfg.mgda_floor)
+    g = objective_gradients(policy, accelerator, rollout, pairs, chunks, per_opt, cfg, sums, kl_row=True)
+    R = pairs[2].shape[-1]
+    direction, c, diag = mgda.combine(g[:R], cfg.mgda_floor)
+    if len(g) > R:
+        direction = direction + g[R].to(direction.dtype)
     for p, d in zip(params, direction.split([p.numel() for p in params])):
         p.grad = d.view_as(p).to(p.dtype)
     return {"weights": c, "cosines": diag["cosines"]}

@@ -38,16 +38,18 @@ def test_combine_steps_along_a_direction_no_objective_opposes():
     assert abs(float(diag["cosines"][0] - diag["cosines"][1])) < 1e-9
 
 
-def test_with_one_objective_gradient_mgda_is_per_reward_loss(tmp_path):
-    """One reward: the min-norm weight is 1 and the direction is the objective's gradient itself, so one iteration
-    of gradient_mgda trains exactly as per_reward_loss (one clipped loss per objective, weight 1)."""
+@pytest.mark.parametrize("beta, iterations", [(0.0, 1), (0.5, 2)])
+def test_with_one_objective_gradient_mgda_is_per_reward_loss(tmp_path, beta, iterations):
+    """One reward: the min-norm weight is 1 and the direction is the objective's gradient itself, so gradient_mgda
+    trains exactly as per_reward_loss (one clipped loss per objective, weight 1), with the KL term's gradient added
+    alike when beta > 0 (2 iterations: at the first the policy is the reference and that gradient is 0)."""
     from otca_lib.config import preset, smoke
     from otca_lib.train import Trainer
 
     weights = {}
     for method in ("per_reward_loss", "gradient_mgda"):
         c = dataclasses.replace(smoke(preset("tiny-sd3")), output_dir=str(tmp_path / method), eval_every=0,
-                                iterations=1, credit=method, rewards={"brightness": 1.0})
+                                iterations=iterations, credit=method, rewards={"brightness": 1.0}, beta=beta)
         t = Trainer(c, log=False)
         rows = t.run()
         weights[method] = [p.detach().clone() for p in t.policy.trainable_parameters()]
