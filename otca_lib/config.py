@@ -161,9 +161,9 @@ class Config:
     """Held-out samples per evaluation (prompts cycled, fixed seeds)."""
     conflict_every: int = 0
     """Every K iterations (0: never), the conflict probe (update.conflict_cosines; MARBLE's diagnostic): on the first
-    optimizer step, the cosine of each objective's own policy gradient (its group advantage alone) with the step the
-    credit method takes, logged as conflict/cosine/<name> and conflict/against (1 when some objective's gradient
-    points against the step). Costs one forward and one backward pass per objective more on those iterations;
+    optimizer step, the cosine of each objective's own policy gradient (its group advantage alone) with the gradient
+    the credit method's update steps with (before the optimizer's rescaling), logged as conflict/cosine/<name> and conflict/against (1 when some objective's gradient
+    points against it). Costs one forward and one backward pass per objective more on those iterations;
     gradient_mgda logs the same at every step without it."""
     eval_metrics: list = field(default_factory=list)
     """Registry rewards scored in evaluation only (logged as eval/<name>/mean, not trained on, not in the total),

@@ -36,19 +36,17 @@ def shard(module: torch.nn.Module, device: torch.device, num_processes: int) -> 
     for block in blocks:
         fully_shard(block, mesh=mesh)
     fully_shard(module, mesh=mesh)
+    module.register_forward_hook(_reshard_without_backward)
     return len(blocks) + 1
 
 
-def reshard(module: torch.nn.Module) -> None:
-    """Free the full weights that a forward pass without backward left gathered. FSDP2 keeps the root unit's weights
-    unsharded after its forward (expecting the backward), and while they are, module.parameters() yields those
-    full tensors instead of the sharded parameters that the optimizer and the checkpoints hold: the trainer calls
-    this after every no-grad sampling pass. No-op on an unsharded module."""
-    from torch.distributed.fsdp import FSDPModule
-
-    for m in module.modules():
-        if isinstance(m, FSDPModule):
-            m.reshard()
+def _reshard_without_backward(module, args, output) -> None:
+    """FSDP2 keeps the root unit's weights gathered after its forward, expecting the backward to free them. After a
+    forward without grad (sampling, the KL reference) no backward comes, and while they stay gathered,
+    module.parameters() yields those full tensors instead of the sharded parameters that the optimizer and the
+    checkpoints hold (their storage is freed later: a crash, or a silent zero gradient). Free them at once."""
+    if not torch.is_grad_enabled():
+        module.reshard()
 
 
 def is_sharded(params) -> bool:

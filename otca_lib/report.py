@@ -144,7 +144,7 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path) 
         lines += ["## Diagnostics, mean over iterations and seeds", "", "MOCA's cancellation rate "
                   "(`credit/moca_cancelled`: samples whose objectives' advantages disagree in sign, so the min-norm "
                   "combination is 0) and the conflict probe (`conflict_every`; gradient_mgda logs it at every step): "
-                  "how often some objective's own policy gradient pointed against the step taken, and each "
+                  "how often some objective's own policy gradient pointed against the update's gradient, and each "
                   "objective's mean cosine with it.", "", diagnostics, ""]
     curves = plot_eval_curves(res, out.with_name(out.stem + "_curves.png"))
     lines += ["## Held-out total over training", "", f"![held-out curves]({curves.name})", ""]

@@ -147,7 +147,6 @@ class Trainer:
         self.progress.at(f"iteration {it}: sample")
         rollout = sample(self.policy, prompts[local], self.spec, trained=self.trained_steps.at(it), seeds=seeds,
                          init_seeds=init)
-        fsdp.reshard(self.policy.transformer)
         t1 = time.perf_counter()
         # 2. reward (gathered: a prompt's group may span processes)
         self.progress.at(f"iteration {it}: reward")
@@ -212,8 +211,7 @@ class Trainer:
         self.progress.at(f"evaluation at iteration {it}")
         with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
             ro = sample(self.policy, prompts[local], self.eval_spec, seeds=seeds[local])
-            fsdp.reshard(self.policy.transformer)
-
+    
         def gathered(fns) -> dict[str, torch.Tensor]:
             scores = reward(fns, ro.pixels, prompts[local])
             with self.progress.collective(f"evaluation at iteration {it}: gather"):

@@ -241,8 +241,8 @@ def update(policy, optimizer, accelerator, rollout, adv: torch.Tensor, cfg, *, i
     metrics["policy/skipped_steps"] = float(skipped)
     if grad_norms:
         metrics["policy/grad_norm"] = sum(grad_norms) / len(grad_norms)
-    for k, name in enumerate(cfg.rewards):  # gradient_mgda: mean min-norm weight over the optimizer steps
-        if weights:
+    if weights:  # gradient_mgda: mean min-norm weight over the optimizer steps
+        for k, name in enumerate(cfg.rewards):
             metrics[f"policy/mgda_weight/{name}"] = float(sum(w[k] for w in weights) / len(weights))
     if cosines:  # per objective: mean cosine with the step; the share of steps where some objective's was < 0
         for k, name in enumerate(cfg.rewards):
