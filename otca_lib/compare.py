@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +38,16 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 
 
 def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_processes: int = 1,
-               accelerate_config: str = "configs/accelerate/ddp.yaml") -> None:
-    """Train base (a Config) once per method and seed; in this process, or through `accelerate launch`."""
+               accelerate_config: str = "configs/accelerate/ddp.yaml", jobs: int = 1) -> None:
+    """Train base (a Config) once per method and seed: in this process (num_processes = jobs = 1), or each run as
+    a child process (`python -m otca_lib.train`, through `accelerate launch` when num_processes > 1), up to `jobs`
+    runs at once. With jobs > 1 each child gets OMP_NUM_THREADS = cores // jobs: on a small CPU, runs side by side
+    with one thread each finish sooner than the same runs one after another with all threads (torch's threads
+    scale poorly on tiny models; README). Every folder is checked before anything trains, so a config mismatch
+    is reported at once, not after hours."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1 (runs trained at once), got {jobs}")
+    pending = []
     for method in methods:
         for seed in seeds:
             folder = run_dir(out, method, seed)
@@ -50,26 +60,54 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
                                      "give another output_dir, or delete the folder to retrain it")
                 continue  # finished earlier, with this config
             last = _last_checkpoint(folder)
-            start = time.time()
             if last is not None and verify(last)["config"] != cfg.to_dict():
                 raise ValueError(f"{folder} holds an interrupted run with another config: give another output_dir, "
                                  "or delete the folder to retrain it")
-            if num_processes == 1:
-                # no checkpoint yet: a run interrupted before its first one restarts from scratch (overwrite)
-                tr = Trainer(cfg, overwrite=last is None)
-                if last is not None:
-                    tr.resume(last)
-                tr.run()
-            else:
-                sets = [f"{k}={json.dumps(v)}" for k, v in cfg.to_dict().items()]
-                cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accelerate_config,
-                       "--num_processes", str(num_processes), "-m", "otca_lib.train",
-                       *(["--resume", str(last)] if last is not None else ["--overwrite"]), "--set", *sets]
-                subprocess.run(cmd, check=True)  # the trainer's progress bar streams to the caller's output
-            resumed = None if last is None else verify(last)["iteration"]
-            (folder / "done.json").write_text(json.dumps({"method": method, "seed": seed, "config": cfg.to_dict(),
-                                                          "seconds": round(time.time() - start, 1),
-                                                          "resumed_from_iteration": resumed}) + "\n")
+            pending.append((cfg, folder, last))
+    if num_processes == 1 and jobs == 1:
+        for run in pending:
+            _train_here(*run)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(_train_child, *run, num_processes, accelerate_config, threads) for run in pending]
+        for future in as_completed(futures):
+            if future.exception() is not None:  # stop queued runs; the running ones finish (and checkpoint)
+                for f in futures:
+                    f.cancel()
+                raise future.exception()
+
+
+def _train_here(cfg, folder: Path, last) -> None:
+    start = time.time()
+    # no checkpoint yet: a run interrupted before its first one restarts from scratch (overwrite)
+    tr = Trainer(cfg, overwrite=last is None)
+    if last is not None:
+        tr.resume(last)
+    tr.run()
+    _mark_done(cfg, folder, last, start)
+
+
+def _train_child(cfg, folder: Path, last, num_processes: int, accelerate_config: str, threads: int | None) -> None:
+    sets = [f"{k}={json.dumps(v)}" for k, v in cfg.to_dict().items()]
+    launcher = (["-m", "accelerate.commands.launch", "--config_file", accelerate_config, "--num_processes",
+                 str(num_processes)] if num_processes > 1 else [])
+    cmd = [sys.executable, *launcher, "-m", "otca_lib.train",
+           *(["--resume", str(last)] if last is not None else ["--overwrite"]), "--set", *sets]
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    start = time.time()
+    proc = subprocess.run(cmd, env=env)  # the trainer's progress lines stream to the caller's output
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cfg.credit} seed {cfg.seed} failed (exit {proc.returncode}; its error is printed "
+                           f"above); rerun to resume it from its last checkpoint in {folder}")
+    _mark_done(cfg, folder, last, start)
+
+
+def _mark_done(cfg, folder: Path, last, start: float) -> None:
+    resumed = None if last is None else verify(last)["iteration"]
+    (folder / "done.json").write_text(json.dumps({"method": cfg.credit, "seed": cfg.seed, "config": cfg.to_dict(),
+                                                  "seconds": round(time.time() - start, 1),
+                                                  "resumed_from_iteration": resumed}) + "\n")
 
 
 def _last_checkpoint(folder: Path):

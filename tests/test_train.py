@@ -350,6 +350,27 @@ def test_a_finished_comparison_run_with_other_parameters_is_refused(tmp_path):
         compare.train_runs(dataclasses.replace(base, learning_rate=base.learning_rate * 2), ["grpo"], [0], tmp_path)
 
 
+def test_runs_trained_side_by_side_as_child_processes_match_the_runs_trained_here(tmp_path):
+    """compare.train_runs(jobs=2) trains each run as `python -m otca_lib.train` with the full config on the command
+    line: the same runs, the same numbers (to float tolerance: the children use one thread), and done.json."""
+    from otca_lib import compare
+
+    base = dataclasses.replace(smoke(preset("tiny-sd3")), eval_every=1, iterations=2, checkpoint_every=1)
+    compare.train_runs(base, ["grpo", "otca"], [0], tmp_path / "here")
+    compare.train_runs(base, ["grpo", "otca"], [0], tmp_path / "side", jobs=2)
+    for method in ("grpo", "otca"):
+        here, side = (compare.metric_rows(tmp_path / d, method, 0) for d in ("here", "side"))
+        assert [r["iteration"] for r in side] == [r["iteration"] for r in here] and len(here) > 0
+        for a, b in zip(here, side):
+            for k, v in a.items():
+                if k.startswith(("reward/", "eval/")) and isinstance(v, float):
+                    assert abs(v - b[k]) < 1e-4, (method, k, v, b[k])
+        assert json.loads((tmp_path / "side" / f"{method}_seed0" / "done.json").read_text())["method"] == method
+    compare.train_runs(base, ["grpo", "otca"], [0], tmp_path / "side", jobs=2)  # finished: nothing to train
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        compare.train_runs(base, ["grpo"], [1], tmp_path / "side", jobs=0)
+
+
 def test_the_demo_trains_both_methods_and_writes_its_table_and_figures(tmp_path, capsys):
     from otca_lib import demo
 
