@@ -48,8 +48,8 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1 (runs trained at once), got {jobs}")
     pending = []
-    for method in methods:
-        for seed in seeds:
+    for seed in seeds:  # seed by seed: a study stopped part-way holds every method of its first seeds (paired)
+        for method in methods:
             folder = run_dir(out, method, seed)
             cfg = dataclasses.replace(base, credit=method, seed=seed, output_dir=str(folder))
             if (folder / "done.json").exists():
