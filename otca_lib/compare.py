@@ -33,6 +33,21 @@ from .train import Trainer
 BASELINE = "base model"
 
 
+def list_parameter(name: str, value, kind: type) -> list:
+    """A notebook parameter that must be a list (methods, seeds). papermill's `-p seeds '[0, 1]'` passes the text
+    '[0, 1]', not a list: JSON text is parsed here; anything else is refused with the way to pass a list."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, list) or not value or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be a non-empty list of {kind.__name__} values, e.g. -y '{name}: "
+                         f"{'[grpo, otca]' if kind is str else '[0, 1, 2]'}' or -p {name} "
+                         f"'{json.dumps(['grpo', 'otca'] if kind is str else [0, 1, 2])}'")
+    return value
+
+
 def run_dir(out: Path, method: str, seed: int) -> Path:
     return Path(out) / f"{method}_seed{seed}"
 

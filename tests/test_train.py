@@ -371,6 +371,16 @@ def test_runs_trained_side_by_side_as_child_processes_match_the_runs_trained_her
         compare.train_runs(base, ["grpo"], [1], tmp_path / "side", jobs=0)
 
 
+def test_list_parameters_of_the_reproductions_accept_papermill_text_and_refuse_the_rest():
+    """papermill -p passes '[0, 1]' as text; iterating it would train the runs '[', '0', ',' ... (it did)."""
+    from otca_lib.compare import list_parameter
+
+    assert list_parameter("seeds", "[0, 1]", int) == [0, 1] and list_parameter("methods", ["grpo"], str) == ["grpo"]
+    for bad in ("0, 1", "[]", '["0"]', [True], 3):
+        with pytest.raises(ValueError, match="seeds must be a non-empty list of int"):
+            list_parameter("seeds", bad, int)
+
+
 def test_the_demo_trains_both_methods_and_writes_its_table_and_figures(tmp_path, capsys):
     from otca_lib import demo
 
