@@ -38,6 +38,28 @@ def within_group_correlation(a: torch.Tensor, b: torch.Tensor, group: torch.Tens
     return (sum(rs) / len(rs) if rs else float("nan")), len(rs)
 
 
+def variance_shares(r: dict, weights: dict, group: torch.Tensor) -> dict[str, float]:
+    """Split the within-group variance of the weighted total T = sum_k w_k r_k into additive parts c_p:
+    share_p = sum_g cov_g(c_p, T) / sum_g var_g(T) (the shares sum to 1; a negative share pulls against T).
+    The parts are the weighted rewards, with an alignment reward that is the mean of the ShapesWorld attribute
+    scores in r (checked) replaced by its attributes (w / n) r_a: how much of GRPO's advantage comes from each."""
+    parts = {k: w * r[k] for k, w in weights.items()}
+    for k, w in weights.items():
+        attrs = [a for a in r if a not in weights and a.startswith(k.split("_")[0] + "_") and a != "sw_direction"]
+        if k.endswith("_alignment") and attrs and torch.allclose(torch.stack([r[a] for a in attrs]).mean(0), r[k], atol=1e-4):
+            del parts[k]
+            parts.update({a: w / len(attrs) * r[a] for a in attrs})
+    total = sum(parts.values())
+    _, index = group.unique(return_inverse=True)
+    counts = torch.bincount(index).to(total.dtype)
+
+    def centred(x):  # x minus its group's mean
+        return x - (torch.zeros(len(counts), dtype=x.dtype).index_add_(0, index, x) / counts)[index]
+
+    t = centred(total)
+    return {name: float((centred(c) * t).sum() / (t * t).sum()) for name, c in parts.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="shapesworld2-image", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
@@ -70,6 +92,9 @@ def main(argv=None) -> int:
     for x, y in itertools.combinations(cfg.rewards, 2):
         c, n = within_group_correlation(r[x], r[y], group)
         print(f"{x:>16} {y:>16} {c:>7.3f} {n:>7}")
+    print("\nshare of the weighted total's within-group variance (what GRPO's advantage follows), by part:")
+    for name, share in variance_shares(r, cfg.rewards, group).items():
+        print(f"{name:>16} {share:7.3f}")
     A = torch.stack([group_advantages(r[k], group) for k in cfg.rewards], 1)     # [B, R]
     nonzero = A.abs() > 1e-6
     mixed = ((A > 1e-6).any(1) & (A < -1e-6).any(1))

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,5 +44,22 @@ def test_credit_sweep_prints_the_table(tmp_path):
 def test_conflict_and_step_importance_measurements_run():
     out = run("bench/reward_conflict.py", "--prompts", "2", "--group", "3")
     assert "within-group correlation" in out and "mixed-sign" in out
+    shares = {line.split()[0]: float(line.split()[1]) for line in out.split("by part:\n")[1].split("\n\n")[0].splitlines()}
+    # the level-2 alignment is split into its five attributes; the parts add up to the whole variance
+    assert set(shares) == {"sw2_color", "sw2_shape", "sw2_position", "sw2_size", "sw2_pattern", "sw2_quality",
+                           "sw2_aesthetic"} and abs(sum(shares.values()) - 1) < 1e-4
     out = run("bench/step_importance.py", "--preset", "shapesworld-image", "--trajectories", "2", "--repeats", "2")
     assert "share of the outcome decided at step k" in out and out.count("\n 6 ") == 2
+
+
+def test_variance_shares_split_the_total_by_part():
+    """Closed form: a part constant within every group has share 0; two parts that are the same signal split it."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+    from reward_conflict import variance_shares
+
+    group = torch.arange(2).repeat_interleave(3)
+    x = torch.tensor([0.0, 1.0, 2.0, 5.0, 3.0, 1.0])
+    r = {"sw2_color": x, "sw2_shape": x, "sw2_alignment": x, "sw2_quality": group.float()}
+    shares = variance_shares(r, {"sw2_alignment": 1.0, "sw2_quality": 0.5}, group)
+    assert shares == pytest.approx({"sw2_color": 0.5, "sw2_shape": 0.5, "sw2_quality": 0.0})
