@@ -67,3 +67,18 @@ def test_the_report_page_from_run_folders(tmp_path):
     # diagnostics: otca's means over iterations 1-20 and seeds (against: every other iteration); grpo logs none
     assert "| otca | 0.250 | 0.500 | 0.500 |" in text and "| grpo | - | - | - |" in text
     assert report.main([str(tmp_path / "empty")]) == 2         # no finished run: a clear error, exit 2
+
+
+def test_no_sample_efficiency_target_when_grpo_ends_below_the_base_model(tmp_path):
+    """The base model's evaluation (iteration 0) would 'reach' such a target at once: it is said, not tabulated."""
+    from otca_lib import report
+
+    for method, final in (("grpo", 0.8), ("otca", 0.9)):
+        write_run(tmp_path, method, 0, [(0, 1.0), (10, final)])
+        (compare.run_dir(tmp_path, method, 0) / "done.json").write_text(json.dumps(
+            {"method": method, "seed": 0, "config": {"num_steps": 4}, "seconds": 5.0}))
+    out = tmp_path / "results.md"
+    assert report.main([str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "grpo ends at or below the base model's held-out total (1.000)" in text
+    assert "| otca | - | - | 5 |" in text and "| otca | 0 |" not in text
