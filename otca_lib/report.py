@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out or Path(a.folder) / "results.md")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python -m otca_lib.report " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m otca_lib.report " + shlex.join(argv if argv is not None else sys.argv[1:])  # quoted: copy-pastable
     out.write_text(page(Path(a.folder), a.baseline, a.title, cmd, out) + "\n")
     print(f"wrote {out}")
     return 0
