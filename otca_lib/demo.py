@@ -30,7 +30,7 @@ METHODS = ("grpo", "otca")
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m otca_lib.demo", description=__doc__.split("\n")[0])
-    ap.add_argument("--iterations", type=int, default=45, help="iterations per method (about 2.4 s each here)")
+    ap.add_argument("--iterations", type=int, default=45, help="iterations per method (3-6 s each on a 2-core CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/demo", help="folder of the two runs and the figures")
     ap.add_argument("--smoke", action="store_true", help="the preset shrunk to seconds (tests)")
