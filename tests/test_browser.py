@@ -111,8 +111,11 @@ def test_step_slider_changes_the_shown_image_in_jupyterlab(lab, tmp_path):
         slow = WebDriverWait(driver, 600)
         box = slow.until(EC.presence_of_element_located(
             (By.XPATH, "//div[contains(@class,'widget-interact')][.//*[contains(@class,'widget-label') and text()='step']]")))
-        img = lambda: box.find_element(By.CSS_SELECTOR, ".jp-OutputArea-output img").get_attribute("src")  # noqa: E731
-        slow.until(lambda d: box.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img"))
+        # Read the shown image's src in one script call: the widget replaces its <img> when the figure is redrawn,
+        # and a handle found in one call and read in the next goes stale in between (seen in CI).
+        img = lambda: driver.execute_script(  # noqa: E731
+            "const i = arguments[0].querySelector('.jp-OutputArea-output img'); return i ? i.src : null;", box)
+        slow.until(lambda d: img())
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
         before = img()
         driver.save_screenshot(str(shots / "01_step_slider_before.png"))
@@ -122,8 +125,7 @@ def test_step_slider_changes_the_shown_image_in_jupyterlab(lab, tmp_path):
         readout.click()
         readout.send_keys(Keys.CONTROL, "a")
         readout.send_keys(new, Keys.ENTER)
-        WebDriverWait(driver, 120).until(lambda d: box.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
-                                          and img() != before)
+        WebDriverWait(driver, 120).until(lambda d: img() not in (None, before))
         time.sleep(1)
         driver.save_screenshot(str(shots / "01_step_slider_after.png"))
         assert readout.text.strip() == new
