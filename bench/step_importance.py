@@ -2,7 +2,10 @@
 
     python bench/step_importance.py --preset shapesworld-video [--trajectories 8] [--repeats 8] [--seed 0]
     python bench/step_importance.py --preset shapesworld2-image   (level 2; shapesworld-image is level 1)
+    python bench/step_importance.py --preset shapesworld2-image --json results/study-image/step_importance.json
 
+With --json the table is also written as JSON (sigmas, objectives, spread, decided), which the study report
+(python -m otca_lib.report --step-importance FILE) shows beside the step credit each method gave.
 For each of `trajectories` held-out prompts (a seeded random subset), one SDE trajectory x_0 .. x_T of the preset (its steps and
 noise level) is sampled. Then for every step k < T - 1, `repeats` continuations take step k again with
 fresh SDE noise and finish with ODE steps; the std of each objective over the repeats measures how
@@ -12,7 +15,10 @@ objective's outcome step k decides (the last trained step's row holds spread(T -
 notebook 02's measurement, for any ShapesWorld preset, as a script.
 """
 import argparse
+import json
+import shlex
 import sys
+from pathlib import Path
 
 import torch
 
@@ -43,6 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--trajectories", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write the table to this JSON file")
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     if a.model and a.checkpoint:
@@ -78,6 +85,15 @@ def main(argv=None) -> int:
     print("\nshare of the outcome decided at step k: (spread(k) - spread(k+1)) / spread(0)")
     for k in range(T - 1):
         print(f"{k:>2} {float(sigmas[k]):>6.3f} " + " ".join(f"{float(v):>11.2f}" for v in decided[k]))
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({
+            "command": "python bench/step_importance.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+            "preset": a.preset, "model": a.model or cfg.model, "checkpoint": a.checkpoint, "seed": a.seed,
+            "trajectories": P, "repeats": R, "steps": list(range(T - 1)), "sigmas": [float(sigmas[k]) for k in range(T - 1)],
+            "objectives": [n.split("_", 1)[1] for n in names], "spread": spread.tolist(), "decided": decided.tolist(),
+        }, indent=1) + "\n")
+        print(f"wrote {a.json}")
     return 0
 
 

@@ -150,11 +150,13 @@ class Results:
     #                                              [seeds, evaluations]: the held-out means over training (0 = base)
 
 
-def step_weights(out: Path, method: str, seed: int, num_steps: int):
+def step_weights(out: Path, method: str, seed: int, num_steps: int, objective: str | None = None):
     """A run's logged step credit as an array [training iterations, num_steps]: credit/weight/step_t of every
-    iteration (mean 1 over the steps trained in it), NaN where step t was not trained (docs/metrics.md)."""
+    iteration (mean 1 over the steps trained in it), NaN where step t was not trained (docs/metrics.md). With
+    `objective`, that objective's own step credit (credit/weight/{objective}/step_t, objective-aware methods)."""
+    key = "credit/weight/" + (f"{objective}/" if objective else "") + "step_{}"
     rows = [r for r in metric_rows(out, method, seed) if "reward/total/mean" in r]
-    return np.array([[r.get(f"credit/weight/step_{t}", np.nan) for t in range(num_steps)] for r in rows])
+    return np.array([[r.get(key.format(t), np.nan) for t in range(num_steps)] for r in rows])
 
 
 def gather(out: Path, methods: list[str], seeds: list[int]) -> Results:

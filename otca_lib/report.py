@@ -2,12 +2,16 @@
 efficiency, wall time, held-out curves and where the credit went.
 
     python -m otca_lib.report results/image [--baseline grpo] [--out docs/results.md] [--title TEXT]
+                              [--methods grpo otca ...] [--step-importance results/image/step_importance.json]
 
 The folder is what ``compare.train_runs`` (and so ``reproductions/*.ipynb``) writes: one ``{method}_seed{seed}``
 folder per run with ``metrics.jsonl`` and ``done.json``. Only finished runs count, and only seeds that every method
 finished (the tests are paired). Writes the markdown page and, beside it, ``<stem>_curves.png`` (held-out weighted
 total over training, mean +- 95 % CI over seeds) and ``<stem>_steps.png`` (mean step weight per denoising step and
-method, for the methods that log step credit).
+method, for the methods that log step credit). Objective-aware methods also get their per-objective step credit as
+a table, beside where each objective is decided on the same model when --step-importance gives the JSON that
+``bench/step_importance.py --json`` writes (the "why" of a credit method: did its credit go where the outcome
+was decided?).
 """
 
 from __future__ import annotations
@@ -89,6 +93,43 @@ def plot_eval_curves(res: compare.Results, path: Path, objective: str = "total")
     return path
 
 
+def step_profile(folder: Path, method: str, seeds: list[int], num_steps: int, objective: str | None = None):
+    """[num_steps] mean logged step weight per denoising step over the iterations that trained it and the seeds
+    (compare.step_weights); NaN at steps never trained; None when the method logs no such weight."""
+    W = np.concatenate([compare.step_weights(folder, method, s, num_steps, objective) for s in seeds])
+    if np.isnan(W).all():
+        return None
+    trained = ~np.isnan(W)
+    return np.where(trained.any(0), np.nansum(W, 0) / np.maximum(trained.sum(0), 1), np.nan)
+
+
+def objective_credit_tables(folder: Path, runs: dict, seeds: list[int]) -> dict[str, str]:
+    """{method: markdown table} of each objective-aware method's per-objective step credit (objective x step),
+    mean over iterations and seeds."""
+    tables = {}
+    for method, by_seed in runs.items():
+        cfg = by_seed[seeds[0]]["config"]
+        T, objectives = cfg["num_steps"], list(cfg.get("rewards", {}))
+        rows = {k: step_profile(folder, method, seeds, T, k) for k in objectives}
+        rows = {k: v for k, v in rows.items() if v is not None}
+        if rows:
+            tables[method] = compare.markdown("objective \\ step", [str(t) for t in range(T)],
+                                              {k: ["-" if np.isnan(x) else f"{x:.2f}" for x in v] for k, v in rows.items()})
+    return tables
+
+
+def importance_table(path: Path) -> str:
+    """The share of each objective's outcome decided at each step (bench/step_importance.py --json), as markdown."""
+    imp = json.loads(Path(path).read_text())
+    try:
+        decided, steps, names = np.array(imp["decided"]), imp["steps"], imp["objectives"]
+    except KeyError as e:
+        raise ValueError(f"{path} is not a bench/step_importance.py --json file (no {e}): write one with "
+                         "python bench/step_importance.py --preset PRESET --json FILE") from None
+    return compare.markdown("objective \\ step", [f"{t} (sigma {s:.2f})" for t, s in zip(steps, imp["sigmas"])],
+                            {n: [f"{x:.2f}" for x in decided[:, j]] for j, n in enumerate(names)})
+
+
 def plot_step_weights(folder: Path, runs: dict, seeds: list[int], path: Path) -> Path | None:
     """Mean logged step weight per denoising step (over iterations and seeds), one row per method that logs it."""
     import matplotlib
@@ -97,11 +138,9 @@ def plot_step_weights(folder: Path, runs: dict, seeds: list[int], path: Path) ->
 
     rows = {}
     for method, by_seed in runs.items():
-        T = by_seed[seeds[0]]["config"]["num_steps"]
-        W = np.concatenate([compare.step_weights(folder, method, s, T) for s in seeds])
-        if not np.isnan(W).all():  # steps never trained stay blank (NaN)
-            trained = ~np.isnan(W)
-            rows[method] = np.where(trained.any(0), np.nansum(W, 0) / np.maximum(trained.sum(0), 1), np.nan)
+        profile = step_profile(folder, method, seeds, by_seed[seeds[0]]["config"]["num_steps"])
+        if profile is not None:
+            rows[method] = profile
     if not rows:
         return None
     M = np.array(list(rows.values()))
@@ -114,12 +153,19 @@ def plot_step_weights(folder: Path, runs: dict, seeds: list[int], path: Path) ->
     return path
 
 
-def page(folder: Path, baseline: str, title: str, command_line: str, out: Path) -> str:
+def page(folder: Path, baseline: str, title: str, command_line: str, out: Path, methods: list[str] | None = None,
+         importance: Path | None = None) -> str:
+    importance_md = importance_table(importance) if importance is not None else None  # a bad file fails first
     runs = finished_runs(folder)
+    if methods:
+        missing = [m for m in methods if m not in runs]
+        if missing:
+            raise ValueError(f"no finished run of {missing} in {folder} (finished: {sorted(runs)})")
+        runs = {m: runs[m] for m in methods}
     seeds = sorted(set.intersection(*(set(s) for s in runs.values())))
     if not seeds:
         raise ValueError(f"no seed is finished for every method in {folder}: {({m: sorted(s) for m, s in runs.items()})}")
-    methods = ([baseline] if baseline in runs else []) + sorted(m for m in runs if m != baseline)
+    methods = list(methods) if methods else ([baseline] if baseline in runs else []) + sorted(m for m in runs if m != baseline)
     res = compare.gather(folder, methods, seeds)
     lines = [f"# {title}", "", f"Generated by `{command_line}` from {len(methods) * len(seeds)} finished runs in "
              f"`{folder}`: methods {', '.join(methods)}; seeds {seeds} (the same for every method: paired).", "",
@@ -158,6 +204,16 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path) 
     if steps is not None:
         lines += ["## Where the step credit went", "", "Mean logged step weight per denoising step, over iterations "
                   "and seeds (`credit/weight/step_t`; uniform credit is 1 everywhere).", "", f"![step weights]({steps.name})", ""]
+    for method, tab in objective_credit_tables(folder, runs, seeds).items():
+        lines += [f"## {method}: each objective's own step credit", "", "Mean logged weight of objective k at step t "
+                  "over iterations and seeds (`credit/weight/{k}/step_t`; '-' where no iteration trained the step).",
+                  "", tab, ""]
+    if importance is not None:
+        imp = json.loads(Path(importance).read_text())
+        lines += ["## Where each objective is decided", "", f"From `{imp.get('command', 'bench/step_importance.py')}` "
+                  f"(on {'the trained checkpoint ' + str(imp['checkpoint']) if imp.get('checkpoint') else 'the base model'}): "
+                  "the share of each objective's spread over re-noised continuations that step t removes (its last "
+                  "column holds what is still open after the last re-noised step).", "", importance_md, ""]
     return "\n".join(lines)
 
 
@@ -168,11 +224,15 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default="grpo")
     ap.add_argument("--out", default=None, help="the markdown page (default: FOLDER/results.md)")
     ap.add_argument("--title", default="Credit-assignment study")
+    ap.add_argument("--methods", nargs="+", default=None, help="only these methods, in this order (default: every "
+                    "method with a finished run, the baseline first)")
+    ap.add_argument("--step-importance", default=None, help="bench/step_importance.py --json output on the study's "
+                    "model: where each objective is decided, shown beside the step credit")
     a = ap.parse_args(argv)
     out = Path(a.out or Path(a.folder) / "results.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python -m otca_lib.report " + shlex.join(argv if argv is not None else sys.argv[1:])  # quoted: copy-pastable
-    out.write_text(page(Path(a.folder), a.baseline, a.title, cmd, out) + "\n")
+    out.write_text(page(Path(a.folder), a.baseline, a.title, cmd, out, a.methods, a.step_importance) + "\n")
     print(f"wrote {out}")
     return 0
 

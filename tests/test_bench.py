@@ -41,15 +41,19 @@ def test_credit_sweep_prints_the_table(tmp_path):
     assert "grpo seed 0:" not in again  # the finished run was reused, not retrained
 
 
-def test_conflict_and_step_importance_measurements_run():
+def test_conflict_and_step_importance_measurements_run(tmp_path):
     out = run("bench/reward_conflict.py", "--prompts", "2", "--group", "3")
     assert "within-group correlation" in out and "mixed-sign" in out
     shares = {line.split()[0]: float(line.split()[1]) for line in out.split("by part:\n")[1].split("\n\n")[0].splitlines()}
     # the level-2 alignment is split into its five attributes; the parts add up to the whole variance
     assert set(shares) == {"sw2_color", "sw2_shape", "sw2_position", "sw2_size", "sw2_pattern", "sw2_quality",
                            "sw2_aesthetic"} and abs(sum(shares.values()) - 1) < 1e-4
-    out = run("bench/step_importance.py", "--preset", "shapesworld-image", "--trajectories", "2", "--repeats", "2")
+    out = run("bench/step_importance.py", "--preset", "shapesworld-image", "--trajectories", "2", "--repeats", "2",
+              "--json", str(tmp_path / "imp.json"))
     assert "share of the outcome decided at step k" in out and out.count("\n 6 ") == 2
+    from otca_lib.report import importance_table  # the study report reads what the script wrote
+    table = importance_table(tmp_path / "imp.json")
+    assert table.count("\n") == 1 + 6 and "| color |" in table and "6 (sigma" in table  # 6 objectives x 7 steps
 
 
 def test_variance_shares_split_the_total_by_part():

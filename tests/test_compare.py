@@ -82,3 +82,30 @@ def test_no_sample_efficiency_target_when_grpo_ends_below_the_base_model(tmp_pat
     text = out.read_text()
     assert "grpo ends at or below the base model's held-out total (1.000)" in text
     assert "| otca | - | - | 5 |" in text and "| otca | 0 |" not in text
+
+
+def test_report_shows_each_objectives_step_credit_beside_where_it_is_decided(tmp_path):
+    from otca_lib import report
+
+    for method in ("grpo", "otca_objective"):
+        logged = {"credit/weight/x/step_0": lambda it: 1.5 + (it % 2),   # mean 2.0 over iterations 1-20
+                  "credit/weight/x/step_2": lambda it: 0.5} if method == "otca_objective" else None
+        write_run(tmp_path, method, 0, [(0, 1.0), (20, 1.1)], logged=logged)
+        (compare.run_dir(tmp_path, method, 0) / "done.json").write_text(json.dumps(
+            {"method": method, "seed": 0, "config": {"num_steps": 4, "rewards": {"x": 1.0, "y": 0.5}}, "seconds": 5.0}))
+    imp = tmp_path / "importance.json"
+    imp.write_text(json.dumps({"steps": [0, 1, 2], "sigmas": [1.0, 0.8, 0.5], "objectives": ["color", "pattern"],
+                               "decided": [[0.7, 0.1], [0.2, 0.3], [0.1, 0.6]], "checkpoint": None}))
+    out = tmp_path / "results.md"
+    assert report.main([str(tmp_path), "--out", str(out), "--step-importance", str(imp)]) == 0
+    text = out.read_text()
+    assert "## otca_objective: each objective's own step credit" in text
+    assert "| x | 2.00 | - | 0.50 | - |" in text and "| y |" not in text   # y logs no step credit: no row
+    assert "| color | 0.70 | 0.20 | 0.10 |" in text and "| pattern | 0.10 | 0.30 | 0.60 |" in text
+    assert "2 (sigma 0.50)" in text and "the base model" in text
+    # --methods picks and orders; a method without a finished run, or a file that is not step importance: exit 2
+    assert report.main([str(tmp_path), "--out", str(out), "--methods", "otca_objective"]) == 0
+    assert "| grpo |" not in out.read_text() and "each objective's own step credit" in out.read_text()
+    assert report.main([str(tmp_path), "--out", str(out), "--methods", "grpo", "tcd"]) == 2
+    imp.write_text(json.dumps({"steps": [0]}))
+    assert report.main([str(tmp_path), "--out", str(out), "--step-importance", str(imp)]) == 2
