@@ -3,22 +3,21 @@
     python bench/credit_sweep.py [--preset shapesworld-image] [--seeds 0 1 2] [--iterations 30] [--jobs 2]
     python bench/credit_sweep.py --smoke            # seconds: checks the script (tests)
 
-Each variant below is one `python -m otca_lib.train` run per seed (up to --jobs at once, each with
-OMP_NUM_THREADS = cores / jobs; on a GPU several small runs share the card). Every run logs the base
-model's held-out evaluation first and its own after the last iteration; the table prints the last one,
-mean +- std over seeds, beside the base model, for the preset's rewards and their weighted total.
-Runs already finished in --out are reused, so an interrupted sweep continues.
+Each variant below is one training run per seed of the preset with the variant's credit method and config
+changes, trained by `otca_lib.compare.train_configs` (the reproductions' machinery: up to --jobs runs at once,
+each with OMP_NUM_THREADS = cores / jobs; finished runs in --out are reused and interrupted ones resumed, so an
+interrupted sweep continues). Every run logs the base model's held-out evaluation first and its own after the
+last iteration; the table prints the last one, mean +- std over seeds, beside the base model, for the preset's
+rewards and their weighted total.
 """
 import argparse
-import json
-import os
-import subprocess
+import dataclasses
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
+from otca_lib import compare
+from otca_lib.config import apply_overrides, preset, smoke
 
 # name -> (credit method, config overrides); the OTCA defaults are tcd_space=latent, tcd_window=1, moca_lambda=0.3
 VARIANTS = {
@@ -36,30 +35,8 @@ VARIANTS = {
 }
 
 
-def run(name: str, seed: int, args, threads: int) -> Path:
-    credit, sets = VARIANTS[name]
-    out = Path(args.out) / f"{name.replace(' ', '_')}_seed{seed}"
-    if (out / "done.json").exists():
-        return out
-    cmd = [sys.executable, "-m", "otca_lib.train", "--preset", args.preset, "--credit", credit,
-           "--output-dir", str(out), *(["--smoke"] if args.smoke else []),
-           "--set", f"seed={seed}", "checkpoint_every=0", *sets,
-           *([f"iterations={args.iterations}", f"eval_every={args.iterations}"] if not args.smoke else [])]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-    t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    (out / "done.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}) + "\n")
-    print(f"  {name} seed {seed}: {time.time() - t0:.0f} s", flush=True)
-    return out
-
-
-def evals(folder: Path) -> tuple[dict, dict]:
-    rows = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
-    ev = [r for r in rows if "eval/total/mean" in r]
-    pick = lambda r: {k[5:-5]: r[k] for k in r if k.startswith("eval/") and k.endswith("/mean")}  # noqa: E731
-    return pick(ev[0]), pick(ev[-1])
+def folder_name(variant: str) -> str:
+    return variant.replace(" ", "_")
 
 
 def main(argv=None) -> int:
@@ -72,24 +49,23 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/credit_sweep")
     ap.add_argument("--smoke", action="store_true", help="the preset's smoke size (2 iterations)")
     a = ap.parse_args(argv)
-    threads = max(1, (os.cpu_count() or 1) // a.jobs)
-    jobs = [(v, s) for s in a.seeds for v in a.variants]  # seed-major: an interrupted sweep has every variant
+    base = smoke(preset(a.preset)) if a.smoke else preset(a.preset)
+    base = base if a.smoke else dataclasses.replace(base, iterations=a.iterations, eval_every=a.iterations)
+    runs = {}
+    for s in a.seeds:  # seed-major: an interrupted sweep has every variant of its first seeds
+        for v in a.variants:
+            folder = compare.run_dir(Path(a.out), folder_name(v), s)
+            credit, sets = VARIANTS[v]
+            runs[folder] = apply_overrides(dataclasses.replace(base, credit=credit, seed=s, output_dir=str(folder)), sets)
     t0 = time.time()
-    print(f"{len(jobs)} runs ({len(a.variants)} variants x {len(a.seeds)} seeds), {a.jobs} at a time", flush=True)
-    with ThreadPoolExecutor(a.jobs) as pool:
-        folders = dict(zip(jobs, pool.map(lambda j: run(*j, a, threads), jobs)))
-    base = None
-    results = {}
-    for v in a.variants:
-        per_seed = [evals(folders[(v, s)]) for s in a.seeds]
-        base = base or {k: np.array([b[k] for b, _ in per_seed]) for k in per_seed[0][0]}
-        results[v] = {k: np.array([e[k] for _, e in per_seed]) for k in per_seed[0][1]}
-    keys = list(base)
+    print(f"{len(runs)} runs ({len(a.variants)} variants x {len(a.seeds)} seeds), {a.jobs} at a time", flush=True)
+    compare.train_configs(runs, jobs=a.jobs)
+    res = compare.gather(Path(a.out), [folder_name(v) for v in a.variants], a.seeds)
+    res.final = {compare.BASELINE: res.final[compare.BASELINE],
+                 **{v: res.final[folder_name(v)] for v in a.variants}}  # the variants' own names in the table
     print(f"\n{a.preset}, {'smoke' if a.smoke else f'{a.iterations} iterations'}, seeds {a.seeds}: held-out mean +- std "
           f"over seeds ({time.time() - t0:.0f} s)\n")
-    print("| variant | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
-    for name, r in {"base model": base, **results}.items():
-        print(f"| {name} | " + " | ".join(f"{r[k].mean():.3f} +- {r[k].std():.3f}" for k in keys) + " |")
+    print(compare.table(res))
     return 0
 
 

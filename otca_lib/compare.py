@@ -54,31 +54,39 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 
 def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_processes: int = 1,
                accelerate_config: str = "configs/accelerate/ddp.yaml", jobs: int = 1) -> None:
-    """Train base (a Config) once per method and seed: in this process (num_processes = jobs = 1), or each run as
-    a child process (`python -m otca_lib.train`, through `accelerate launch` when num_processes > 1), up to `jobs`
-    runs at once. With jobs > 1 each child gets OMP_NUM_THREADS = cores // jobs: on a small CPU, runs side by side
-    with one thread each finish sooner than the same runs one after another with all threads (torch's threads
-    scale poorly on tiny models; README). Every folder is checked before anything trains, so a config mismatch
-    is reported at once, not after hours."""
+    """Train base (a Config) once per method and seed into ``run_dir(out, method, seed)`` (train_configs)."""
+    # seed by seed: a study stopped part-way holds every method of its first seeds (paired)
+    runs = {run_dir(out, m, s): dataclasses.replace(base, credit=m, seed=s, output_dir=str(run_dir(out, m, s)))
+            for s in seeds for m in methods}
+    train_configs(runs, num_processes, accelerate_config, jobs)
+
+
+def train_configs(runs: dict, num_processes: int = 1, accelerate_config: str = "configs/accelerate/ddp.yaml",
+                  jobs: int = 1) -> None:
+    """Train every {folder: Config} in order (each config's output_dir is its folder): in this process
+    (num_processes = jobs = 1), or each run as a child process (`python -m otca_lib.train`, through `accelerate
+    launch` when num_processes > 1), up to `jobs` runs at once. With jobs > 1 each child gets OMP_NUM_THREADS =
+    cores // jobs: on a small CPU, runs side by side with one thread each finish sooner than the same runs one
+    after another with all threads (torch's threads scale poorly on tiny models; README). A finished folder
+    (done.json) is skipped and an interrupted one resumed from its last checkpoint; every folder is checked before
+    anything trains, so a config mismatch is reported at once, not after hours."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1 (runs trained at once), got {jobs}")
     pending = []
-    for seed in seeds:  # seed by seed: a study stopped part-way holds every method of its first seeds (paired)
-        for method in methods:
-            folder = run_dir(out, method, seed)
-            cfg = dataclasses.replace(base, credit=method, seed=seed, output_dir=str(folder))
-            if (folder / "done.json").exists():
-                done = json.loads((folder / "done.json").read_text())
-                if done.get("config") != cfg.to_dict():
-                    changed = sorted(k for k, v in cfg.to_dict().items() if done.get("config", {}).get(k) != v)
-                    raise ValueError(f"{folder} holds a finished run with another config (differs in {changed}): "
-                                     "give another output_dir, or delete the folder to retrain it")
-                continue  # finished earlier, with this config
-            last = _last_checkpoint(folder)
-            if last is not None and verify(last)["config"] != cfg.to_dict():
-                raise ValueError(f"{folder} holds an interrupted run with another config: give another output_dir, "
-                                 "or delete the folder to retrain it")
-            pending.append((cfg, folder, last))
+    for folder, cfg in runs.items():
+        folder = Path(folder)
+        if (folder / "done.json").exists():
+            done = json.loads((folder / "done.json").read_text())
+            if done.get("config") != cfg.to_dict():
+                changed = sorted(k for k, v in cfg.to_dict().items() if done.get("config", {}).get(k) != v)
+                raise ValueError(f"{folder} holds a finished run with another config (differs in {changed}): "
+                                 "give another output_dir, or delete the folder to retrain it")
+            continue  # finished earlier, with this config
+        last = _last_checkpoint(folder)
+        if last is not None and verify(last)["config"] != cfg.to_dict():
+            raise ValueError(f"{folder} holds an interrupted run with another config: give another output_dir, "
+                             "or delete the folder to retrain it")
+        pending.append((cfg, folder, last))
     if num_processes == 1 and jobs == 1:
         for run in pending:
             _train_here(*run)

@@ -37,8 +37,11 @@ def test_credit_sweep_prints_the_table(tmp_path):
     out = run("bench/credit_sweep.py", "--smoke", "--variants", "grpo", "otca lambda 0", "--seeds", "0",
               "--out", str(tmp_path))
     assert "| base model |" in out and "| otca lambda 0 |" in out
-    again = run("bench/credit_sweep.py", "--smoke", "--variants", "grpo", "--seeds", "0", "--out", str(tmp_path))
-    assert "grpo seed 0:" not in again  # the finished run was reused, not retrained
+    done = tmp_path / "otca_lambda_0_seed0" / "done.json"
+    assert '"moca_lambda": 0.0' in done.read_text()  # the variant's change is in the run's config
+    stamp = done.stat().st_mtime_ns
+    again = run("bench/credit_sweep.py", "--smoke", "--variants", "otca lambda 0", "--seeds", "0", "--out", str(tmp_path))
+    assert "| otca lambda 0 |" in again and done.stat().st_mtime_ns == stamp  # the finished run reused, not retrained
 
 
 def test_conflict_and_step_importance_measurements_run(tmp_path):
