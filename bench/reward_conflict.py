@@ -23,7 +23,7 @@ import torch
 
 from otca_lib.groups import group_advantages
 from otca_lib.commands import load
-from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
+from otca_lib.rewards import alignment_parts, build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
 from otca_lib.prompts import read_prompts
 
@@ -38,15 +38,18 @@ def within_group_correlation(a: torch.Tensor, b: torch.Tensor, group: torch.Tens
     return (sum(rs) / len(rs) if rs else float("nan")), len(rs)
 
 
-def variance_shares(r: dict, weights: dict, group: torch.Tensor) -> dict[str, float]:
+def variance_shares(r: dict, weights: dict, group: torch.Tensor, video: bool = False) -> dict[str, float]:
     """Split the within-group variance of the weighted total T = sum_k w_k r_k into additive parts c_p:
     share_p = sum_g cov_g(c_p, T) / sum_g var_g(T) (the shares sum to 1; a negative share pulls against T).
-    The parts are the weighted rewards, with an alignment reward that is the mean of the ShapesWorld attribute
-    scores in r (checked) replaced by its attributes (w / n) r_a: how much of GRPO's advantage comes from each."""
+    The parts are the weighted rewards, with a ShapesWorld alignment reward replaced by the n attribute scores
+    whose mean it is (rewards.alignment_parts; checked against r), each weighted w / n: how much of GRPO's
+    advantage comes from each attribute."""
     parts = {k: w * r[k] for k, w in weights.items()}
     for k, w in weights.items():
-        attrs = [a for a in r if a not in weights and a.startswith(k.split("_")[0] + "_") and a != "sw_direction"]
-        if k.endswith("_alignment") and attrs and torch.allclose(torch.stack([r[a] for a in attrs]).mean(0), r[k], atol=1e-4):
+        attrs = alignment_parts(k, video)
+        if attrs and all(a in r for a in attrs):
+            if not torch.allclose(torch.stack([r[a] for a in attrs]).mean(0), r[k], atol=1e-4):
+                raise ValueError(f"{k} is not the mean of {attrs} on these samples")
             del parts[k]
             parts.update({a: w / len(attrs) * r[a] for a in attrs})
     total = sum(parts.values())
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
         c, n = within_group_correlation(r[x], r[y], group)
         print(f"{x:>16} {y:>16} {c:>7.3f} {n:>7}")
     print("\nshare of the weighted total's within-group variance (what GRPO's advantage follows), by part:")
-    for name, share in variance_shares(r, cfg.rewards, group).items():
+    for name, share in variance_shares(r, cfg.rewards, group, video).items():
         print(f"{name:>16} {share:7.3f}")
     A = torch.stack([group_advantages(r[k], group) for k in cfg.rewards], 1)     # [B, R]
     nonzero = A.abs() > 1e-6

@@ -97,6 +97,13 @@ def shapesworld_objectives(names, video: bool) -> list[str]:
         return list(_sw.OBJECTIVES[kind])
     return []
 
+
+def alignment_parts(name: str, video: bool) -> list[str]:
+    """The ShapesWorld attribute scores whose mean is the alignment reward `name` (sw_alignment, sw2_alignment), for
+    images or videos; [] for any other reward."""
+    level = {"sw_alignment": _sw, "sw2_alignment": _sw2}.get(name)
+    return list(level.ALIGNMENT_PARTS.get("video" if video else "image", [])) if level else []
+
 # Model-based rewards (clip_score, pickscore, aesthetic, hpsv21, imagereward, video_*; otca_lib/reward_models.py):
 # lazy factories, no weights are read until a reward is built. Local weights: $OTCA_* (docs/rewards.md).
 from .reward_models import MODEL_REWARDS as _MODEL_REWARDS  # noqa: E402

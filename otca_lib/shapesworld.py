@@ -492,6 +492,9 @@ REWARDS = {fn.__name__: (lambda fn: lambda device: fn)(fn) for fn in (
 # the objectives of each kind of sample, in REWARDS' order: videos have no position, images no motion
 OBJECTIVES = {"image": [k for k in REWARDS if k not in ("sw_motion", "sw_consistency", "sw_direction")],
               "video": [k for k in REWARDS if k != "sw_position"]}
+# the attribute scores whose mean is sw_alignment, per kind (its docstring)
+ALIGNMENT_PARTS = {"image": ["sw_color", "sw_shape", "sw_size", "sw_position"],
+                   "video": ["sw_color", "sw_shape", "sw_size"]}
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -210,3 +210,4 @@ sw2_color, sw2_shape, sw2_size, sw2_position, sw2_pattern, sw2_alignment, sw2_qu
 REWARDS = {fn.__name__: (lambda fn: lambda device: fn)(fn) for fn in (
     sw2_color, sw2_shape, sw2_position, sw2_size, sw2_pattern, sw2_alignment, sw2_quality, sw2_aesthetic)}
 OBJECTIVES = {"image": list(REWARDS)}  # level 2 has images only
+ALIGNMENT_PARTS = {"image": ["sw2_color", "sw2_shape", "sw2_size", "sw2_position", "sw2_pattern"]}  # their mean: sw2_alignment

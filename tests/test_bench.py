@@ -60,13 +60,20 @@ def test_conflict_and_step_importance_measurements_run(tmp_path):
 
 
 def test_variance_shares_split_the_total_by_part():
-    """Closed form: a part constant within every group has share 0; two parts that are the same signal split it."""
+    """Closed form: a part constant within every group has share 0; parts carrying the same signal split it
+    equally, and one that is constant within groups gets 0; an 'alignment' that is not its parts' mean is refused."""
     sys.path.insert(0, str(ROOT / "bench"))
     import torch
     from reward_conflict import variance_shares
 
     group = torch.arange(2).repeat_interleave(3)
     x = torch.tensor([0.0, 1.0, 2.0, 5.0, 3.0, 1.0])
-    r = {"sw2_color": x, "sw2_shape": x, "sw2_alignment": x, "sw2_quality": group.float()}
+    flat = group.float()  # constant within each group
+    attrs = {"sw2_color": x, "sw2_shape": x, "sw2_position": x, "sw2_size": x, "sw2_pattern": flat}
+    r = {**attrs, "sw2_alignment": torch.stack(list(attrs.values())).mean(0), "sw2_quality": flat}
     shares = variance_shares(r, {"sw2_alignment": 1.0, "sw2_quality": 0.5}, group)
-    assert shares == pytest.approx({"sw2_color": 0.5, "sw2_shape": 0.5, "sw2_quality": 0.0})
+    assert shares == pytest.approx({"sw2_color": 0.25, "sw2_shape": 0.25, "sw2_position": 0.25, "sw2_size": 0.25,
+                                    "sw2_pattern": 0.0, "sw2_quality": 0.0})
+    r["sw2_alignment"] = x  # not the mean of its five attributes
+    with pytest.raises(ValueError, match="not the mean"):
+        variance_shares(r, {"sw2_alignment": 1.0}, group)
