@@ -22,7 +22,7 @@ import sys
 import torch
 
 from otca_lib.groups import group_advantages
-from otca_lib.commands import load
+from otca_lib.commands import command, load, model_options
 from otca_lib.rewards import alignment_parts, build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
 from otca_lib.prompts import read_prompts
@@ -63,18 +63,15 @@ def variance_shares(r: dict, weights: dict, group: torch.Tensor, video: bool = F
     return {name: float((centred(c) * t).sum() / (t * t).sum()) for name, c in parts.items()}
 
 
+@command
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="shapesworld2-image", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
-    ap.add_argument("--model", default=None, help="a model folder instead of the preset's (e.g. a pretraining output)")
-    ap.add_argument("--checkpoint", default=None, help="a training run or checkpoint folder of the preset (a trained policy)")
+    model_options(ap, ["shapesworld-image", "shapesworld2-image", "shapesworld-video"], "shapesworld2-image")
     ap.add_argument("--prompts", type=int, default=24, help="training prompts (groups), every k-th of the file")
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    if a.model and a.checkpoint:
-        ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
     cfg, policy = load(a.preset, a.checkpoint, a.model)
     video = cfg.is_video
     train = read_prompts(cfg.train_prompts)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from otca_lib.commands import load
+from otca_lib.commands import command, load, model_options
 from otca_lib.rewards import build_rewards, reward, shapesworld_objectives
 from otca_lib.sample import sde_rollout
 from otca_lib.sde import ode_step
@@ -41,19 +41,16 @@ def finish_from(policy, x, k, sigmas, cond, sde, gen: torch.Generator) -> torch.
     return x
 
 
+@command
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="shapesworld-video", choices=["shapesworld-image", "shapesworld2-image", "shapesworld-video"])
-    ap.add_argument("--model", default=None, help="a model folder instead of the preset's (e.g. a pretraining output)")
-    ap.add_argument("--checkpoint", default=None, help="a training run or checkpoint folder of the preset (a trained policy)")
+    model_options(ap, ["shapesworld-image", "shapesworld2-image", "shapesworld-video"], "shapesworld-video")
     ap.add_argument("--trajectories", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the table to this JSON file")
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    if a.model and a.checkpoint:
-        ap.error("give --model (a base model folder) or --checkpoint (a trained run), not both")
     cfg, policy = load(a.preset, a.checkpoint, a.model)
     video = cfg.is_video
     test = read_prompts(cfg.test_prompts)

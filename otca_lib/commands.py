@@ -45,6 +45,13 @@ def load(preset_name: str, ckpt: str | None = None, model: str | None = None):
     return cfg, policy
 
 
+def model_options(ap, presets: list[str], default: str) -> None:
+    """The options of a measurement on a ShapesWorld model: --preset, and --model or --checkpoint (load's arguments)."""
+    ap.add_argument("--preset", default=default, choices=presets)
+    ap.add_argument("--model", default=None, help="a model folder instead of the preset's (e.g. a pretraining output)")
+    ap.add_argument("--checkpoint", default=None, help="a training run or checkpoint folder of the preset (a trained policy)")
+
+
 def command(main):
     """Wrap a command's main(argv) -> exit code: a user error becomes `error: ...` on stderr and exit code 2."""
     def wrapped(argv=None) -> int:
