@@ -126,8 +126,11 @@ def importance_table(path: Path) -> str:
     except KeyError as e:
         raise ValueError(f"{path} is not a bench/step_importance.py --json file (no {e}): write one with "
                          "python bench/step_importance.py --preset PRESET --json FILE") from None
-    return compare.markdown("objective \\ step", [f"{t} (sigma {s:.2f})" for t, s in zip(steps, imp["sigmas"])],
-                            {n: [f"{x:.2f}" for x in decided[:, j]] for j, n in enumerate(names)})
+    spread0 = np.array(imp["spread"])[0] if "spread" in imp else np.full(len(names), np.nan)
+    # an objective that hardly varies even from step 0 has shares of a near-0 spread: noise, so its spread is shown
+    return compare.markdown("objective (spread at step 0) \\ step",
+                            [f"{t} (sigma {s:.2f})" for t, s in zip(steps, imp["sigmas"])],
+                            {f"{n} ({spread0[j]:.3f})": [f"{x:.2f}" for x in decided[:, j]] for j, n in enumerate(names)})
 
 
 def plot_step_weights(folder: Path, runs: dict, seeds: list[int], path: Path) -> Path | None:
@@ -213,7 +216,9 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path, 
         lines += ["## Where each objective is decided", "", f"From `{imp.get('command', 'bench/step_importance.py')}` "
                   f"(on {'the trained checkpoint ' + str(imp['checkpoint']) if imp.get('checkpoint') else 'the base model'}): "
                   "the share of each objective's spread over re-noised continuations that step t removes (its last "
-                  "column holds what is still open after the last re-noised step).", "", importance_md, ""]
+                  "column holds what is still open after the last re-noised step). The spread at step 0 (std over "
+                  "continuations) is beside each name: where it is near 0 the objective hardly varies at all and its "
+                  "shares are noise.", "", importance_md, ""]
     return "\n".join(lines)
 
 

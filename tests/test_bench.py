@@ -56,7 +56,7 @@ def test_conflict_and_step_importance_measurements_run(tmp_path):
     assert "share of the outcome decided at step k" in out and out.count("\n 6 ") == 2
     from otca_lib.report import importance_table  # the study report reads what the script wrote
     table = importance_table(tmp_path / "imp.json")
-    assert table.count("\n") == 1 + 6 and "| color |" in table and "6 (sigma" in table  # 6 objectives x 7 steps
+    assert table.count("\n") == 1 + 6 and "| color (" in table and "6 (sigma" in table  # 6 objectives x 7 steps
 
 
 def test_variance_shares_split_the_total_by_part():
