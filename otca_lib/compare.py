@@ -83,10 +83,12 @@ def train_configs(runs: dict, num_processes: int = 1, accelerate_config: str = "
                                  "give another output_dir, or delete the folder to retrain it")
             continue  # finished earlier, with this config
         last = _last_checkpoint(folder)
-        if last is not None and verify(last)["config"] != cfg.to_dict():
+        meta = verify(last) if last is not None else None
+        if meta is not None and meta["config"] != cfg.to_dict():
             raise ValueError(f"{folder} holds an interrupted run with another config: give another output_dir, "
                              "or delete the folder to retrain it")
-        pending.append((cfg, folder, last))
+        # its iteration is read now: the resumed run prunes that checkpoint once it has saved newer ones
+        pending.append((cfg, folder, last, meta["iteration"] if meta else None))
     if num_processes == 1 and jobs == 1:
         for run in pending:
             _train_here(*run)
@@ -101,17 +103,18 @@ def train_configs(runs: dict, num_processes: int = 1, accelerate_config: str = "
                 raise future.exception()
 
 
-def _train_here(cfg, folder: Path, last) -> None:
+def _train_here(cfg, folder: Path, last, resumed: int | None) -> None:
     start = time.time()
     # no checkpoint yet: a run interrupted before its first one restarts from scratch (overwrite)
     tr = Trainer(cfg, overwrite=last is None)
     if last is not None:
         tr.resume(last)
     tr.run()
-    _mark_done(cfg, folder, last, start)
+    _mark_done(cfg, folder, resumed, start)
 
 
-def _train_child(cfg, folder: Path, last, num_processes: int, accelerate_config: str, threads: int | None) -> None:
+def _train_child(cfg, folder: Path, last, resumed: int | None, num_processes: int, accelerate_config: str,
+                 threads: int | None) -> None:
     sets = [f"{k}={json.dumps(v)}" for k, v in cfg.to_dict().items()]
     launcher = (["-m", "accelerate.commands.launch", "--config_file", accelerate_config, "--num_processes",
                  str(num_processes)] if num_processes > 1 else [])
@@ -123,11 +126,10 @@ def _train_child(cfg, folder: Path, last, num_processes: int, accelerate_config:
     if proc.returncode != 0:
         raise RuntimeError(f"{cfg.credit} seed {cfg.seed} failed (exit {proc.returncode}; its error is printed "
                            f"above); rerun to resume it from its last checkpoint in {folder}")
-    _mark_done(cfg, folder, last, start)
+    _mark_done(cfg, folder, resumed, start)
 
 
-def _mark_done(cfg, folder: Path, last, start: float) -> None:
-    resumed = None if last is None else verify(last)["iteration"]
+def _mark_done(cfg, folder: Path, resumed: int | None, start: float) -> None:
     (folder / "done.json").write_text(json.dumps({"method": cfg.credit, "seed": cfg.seed, "config": cfg.to_dict(),
                                                   "seconds": round(time.time() - start, 1),
                                                   "resumed_from_iteration": resumed}) + "\n")

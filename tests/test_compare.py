@@ -15,6 +15,7 @@ def write_run(out, method, seed, evals: list[tuple[int, float]], step_weights: d
     rows = {it: {"iteration": it} for it in range(evals[-1][0] + 1)}  # as the trainer logs: one row an iteration
     for it in range(1, evals[-1][0] + 1):
         rows[it]["reward/total/mean"] = 0.1 * it
+        rows[it]["perf/sec_per_iter"] = 0.5 + 0.1 * seed
         rows[it].update({f"credit/weight/step_{t}": w for t, w in (step_weights or {}).items()})
         rows[it].update({k: f(it) for k, f in (logged or {}).items()})
     for it, v in evals:
@@ -59,7 +60,7 @@ def test_the_report_page_from_run_folders(tmp_path):
     text = out.read_text()
     assert "seeds [0, 1, 2]" in text and "| moca |" not in text and "moca_seed0" not in text
     assert "| otca | +0.100 +- 0.000 (p 0.00)* | +0.200 +- 0.000 (p 0.00)* |" in text
-    assert "| otca | 10 | 0.50 | 11 |" in text                  # half of grpo's iterations; mean wall time
+    assert "| otca | 10 | 0.50 | 12 |" in text  # half of grpo's iterations; training time 20 x (0.5, 0.6, 0.7) s
     assert (tmp_path / "docs" / "results_curves.png").stat().st_size > 0
     assert "![step weights](results_steps.png)" in text and (tmp_path / "docs" / "results_steps.png").exists()
     base_row = next(line for line in text.splitlines() if line.startswith("| base model |"))
@@ -81,7 +82,7 @@ def test_no_sample_efficiency_target_when_grpo_ends_below_the_base_model(tmp_pat
     assert report.main([str(tmp_path), "--out", str(out)]) == 0
     text = out.read_text()
     assert "grpo ends at or below the base model's held-out total (1.000)" in text
-    assert "| otca | - | - | 5 |" in text and "| otca | 0 |" not in text
+    assert "| otca | - | - | 5 |" in text and "| otca | 0 |" not in text  # training time 10 x 0.5 s
 
 
 def test_report_shows_each_objectives_step_credit_beside_where_it_is_decided(tmp_path):

@@ -350,6 +350,24 @@ def test_a_finished_comparison_run_with_other_parameters_is_refused(tmp_path):
         compare.train_runs(dataclasses.replace(base, learning_rate=base.learning_rate * 2), ["grpo"], [0], tmp_path)
 
 
+def test_a_comparison_run_resumed_past_its_pruned_checkpoint_is_marked_done(tmp_path, monkeypatch):
+    """The resumed run prunes the checkpoint it started from (keep_checkpoints); marking it done read that
+    checkpoint again afterwards and failed, stopping the whole study (seen in the image study)."""
+    from otca_lib import compare
+
+    base = dataclasses.replace(smoke(preset("tiny-sd3")), eval_every=0, iterations=4, checkpoint_every=1,
+                               keep_checkpoints=1)
+    real = Trainer.iteration
+    monkeypatch.setattr(Trainer, "iteration", lambda self, it: real(self, it) if it < 2 else 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # interrupted after its checkpoint at iteration 2
+        compare.train_runs(base, ["grpo"], [0], tmp_path)
+    monkeypatch.setattr(Trainer, "iteration", real)
+    compare.train_runs(base, ["grpo"], [0], tmp_path)
+    run = tmp_path / "grpo_seed0"
+    assert [p.name for p in (run / "checkpoints").glob("iter_*")] == ["iter_000004"]  # iteration 2's is pruned
+    assert json.loads((run / "done.json").read_text())["resumed_from_iteration"] == 2
+
+
 def test_runs_trained_side_by_side_as_child_processes_match_the_runs_trained_here(tmp_path):
     """compare.train_runs(jobs=2) trains each run as `python -m otca_lib.train` with the full config on the command
     line: the same runs, the same numbers (to float tolerance: the children use one thread), and done.json."""
