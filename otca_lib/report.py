@@ -188,7 +188,7 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path, 
         lines += [f"## Sample efficiency: iterations to reach {baseline}'s final held-out total ({target:.3f})", ""]
         if not reachable:
             lines += [f"{baseline} ends at or below the base model's held-out total ({start:.3f}), so there is no "
-                      "gain to reach sooner: only the wall time is listed.", ""]
+                      "gain to reach sooner: only the training time is listed.", ""]
         lines += ["| method | iterations | x " + baseline + " | training time per run (s, mean) |", "|---|---|---|---|"]
         base_its = compare.iterations_to_reach(res, baseline, target)
         for m in methods:
