@@ -2,7 +2,7 @@
 efficiency, wall time, held-out curves and where the credit went.
 
     python -m otca_lib.report results/image [--baseline grpo] [--out docs/results.md] [--title TEXT]
-                              [--methods grpo otca ...] [--step-importance results/image/step_importance.json]
+                              [--methods grpo otca ...] [--step-importance FILE.json ...]
 
 The folder is what ``compare.train_runs`` (and so ``reproductions/*.ipynb``) writes: one ``{method}_seed{seed}``
 folder per run with ``metrics.jsonl`` and ``done.json``. Only finished runs count, and only seeds that every method
@@ -163,8 +163,8 @@ def plot_step_weights(folder: Path, runs: dict, seeds: list[int], path: Path) ->
 
 
 def page(folder: Path, baseline: str, title: str, command_line: str, out: Path, methods: list[str] | None = None,
-         importance: Path | None = None) -> str:
-    importance_md = importance_table(importance) if importance is not None else None  # a bad file fails first
+         importance: list[Path] | None = None) -> str:
+    importance_md = [importance_section(p) for p in importance or []]  # a bad file fails before anything is read
     runs = finished_runs(folder)
     if methods:
         missing = [m for m in methods if m not in runs]
@@ -182,23 +182,7 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path, 
     if baseline in runs:
         lines += [f"## Difference to {baseline}, paired over seeds (* p < 0.05, two-sided t-test)", "",
                   compare.paired_table(res, baseline), ""]
-        target = float(res.final[baseline]["total"].mean())
-        start = float(res.final[compare.BASELINE]["total"].mean())
-        reachable = target > start  # else the base model's evaluation already "reaches" it, at iteration 0
-        lines += [f"## Sample efficiency: iterations to reach {baseline}'s final held-out total ({target:.3f})", ""]
-        if not reachable:
-            lines += [f"{baseline} ends at or below the base model's held-out total ({start:.3f}), so there is no "
-                      "gain to reach sooner: only the training time is listed.", ""]
-        lines += ["| method | iterations | x " + baseline + " | training time per run (s, mean) |", "|---|---|---|---|"]
-        base_its = compare.iterations_to_reach(res, baseline, target)
-        for m in methods:
-            its = compare.iterations_to_reach(res, m, target) if reachable else None
-            ratio = (f"{its / base_its:.2f}" if its is not None and base_its else "not reached") if reachable else "-"
-            wall = np.mean([train_seconds(folder, m, s) for s in seeds])
-            lines.append(f"| {m} | {(its if its is not None else 'not reached') if reachable else '-'} | {ratio} | {wall:.0f} |")
-        lines += ["", "Training time: the sum of the logged seconds of every iteration (`perf/sec_per_iter`: sample, "
-                  "reward, advantage, update; held-out evaluations excluded), whole across interruptions and resumes; "
-                  "runs trained side by side share the CPU, so compare it between methods of one study only.", ""]
+        lines += efficiency_section(res, folder, methods, seeds, baseline)
     ablation = ablation_table(res)
     if ablation is not None:
         lines += ["## Ablation (the OTCA paper's Table 4 layout), held-out, mean +- 95 % CI over seeds", "", ablation, ""]
@@ -211,6 +195,33 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path, 
                   "objective's mean cosine with it.", "", diagnostics, ""]
     curves = plot_eval_curves(res, out.with_name(out.stem + "_curves.png"))
     lines += ["## Held-out total over training", "", f"![held-out curves]({curves.name})", ""]
+    return "\n".join(lines + credit_sections(folder, runs, seeds, out) + [x for md in importance_md for x in md])
+
+
+def efficiency_section(res: compare.Results, folder: Path, methods: list[str], seeds: list[int], baseline: str) -> list[str]:
+    """Iterations each method needs to reach the baseline's final held-out total, and its training time."""
+    target = float(res.final[baseline]["total"].mean())
+    start = float(res.final[compare.BASELINE]["total"].mean())
+    reachable = target > start  # else the base model's evaluation already "reaches" it, at iteration 0
+    lines = [f"## Sample efficiency: iterations to reach {baseline}'s final held-out total ({target:.3f})", ""]
+    if not reachable:
+        lines += [f"{baseline} ends at or below the base model's held-out total ({start:.3f}), so there is no "
+                  "gain to reach sooner: only the training time is listed.", ""]
+    lines += ["| method | iterations | x " + baseline + " | training time per run (s, mean) |", "|---|---|---|---|"]
+    base_its = compare.iterations_to_reach(res, baseline, target)
+    for m in methods:
+        its = compare.iterations_to_reach(res, m, target) if reachable else None
+        ratio = (f"{its / base_its:.2f}" if its is not None and base_its else "not reached") if reachable else "-"
+        wall = np.mean([train_seconds(folder, m, s) for s in seeds])
+        lines.append(f"| {m} | {(its if its is not None else 'not reached') if reachable else '-'} | {ratio} | {wall:.0f} |")
+    return lines + ["", "Training time: the sum of the logged seconds of every iteration (`perf/sec_per_iter`: sample, "
+                    "reward, advantage, update; held-out evaluations excluded), whole across interruptions and resumes; "
+                    "runs trained side by side share the CPU, so compare it between methods of one study only.", ""]
+
+
+def credit_sections(folder: Path, runs: dict, seeds: list[int], out: Path) -> list[str]:
+    """Where the credit went: the step-weight heatmap and each objective-aware method's per-objective table."""
+    lines = []
     steps = plot_step_weights(folder, runs, seeds, out.with_name(out.stem + "_steps.png"))
     if steps is not None:
         lines += ["## Where the step credit went", "", "Mean logged step weight per denoising step, over iterations "
@@ -219,15 +230,19 @@ def page(folder: Path, baseline: str, title: str, command_line: str, out: Path, 
         lines += [f"## {method}: each objective's own step credit", "", "Mean logged weight of objective k at step t "
                   "over iterations and seeds (`credit/weight/{k}/step_t`; '-' where no iteration trained the step).",
                   "", tab, ""]
-    if importance is not None:
-        imp = json.loads(Path(importance).read_text())
-        lines += ["## Where each objective is decided", "", f"From `{imp.get('command', 'bench/step_importance.py')}` "
-                  f"(on {'the trained checkpoint ' + str(imp['checkpoint']) if imp.get('checkpoint') else 'the base model'}): "
-                  "the share of each objective's spread over re-noised continuations that step t removes (its last "
-                  "column holds what is still open after the last re-noised step). The spread at step 0 (std over "
-                  "continuations) is beside each name: where it is near 0 the objective hardly varies at all and its "
-                  "shares are noise.", "", importance_md, ""]
-    return "\n".join(lines)
+    return lines
+
+
+def importance_section(path: Path) -> list[str]:
+    """Where each objective is decided, from one bench/step_importance.py --json file."""
+    table = importance_table(path)
+    imp = json.loads(Path(path).read_text())
+    on = f"the trained checkpoint {imp['checkpoint']}" if imp.get("checkpoint") else "the base model"
+    return [f"## Where each objective is decided, on {on}", "", f"From `{imp.get('command', 'bench/step_importance.py')}`: "
+            "the share of each objective's spread over re-noised continuations that step t removes (its last "
+            "column holds what is still open after the last re-noised step). The spread at step 0 (std over "
+            "continuations) is beside each name: where it is near 0 the objective hardly varies at all and its "
+            "shares are noise.", "", table, ""]
 
 
 @command
@@ -239,8 +254,8 @@ def main(argv=None) -> int:
     ap.add_argument("--title", default="Credit-assignment study")
     ap.add_argument("--methods", nargs="+", default=None, help="only these methods, in this order (default: every "
                     "method with a finished run, the baseline first)")
-    ap.add_argument("--step-importance", default=None, help="bench/step_importance.py --json output on the study's "
-                    "model: where each objective is decided, shown beside the step credit")
+    ap.add_argument("--step-importance", nargs="+", default=None, help="bench/step_importance.py --json outputs on "
+                    "the study's model or its checkpoints: where each objective is decided, shown beside the step credit")
     a = ap.parse_args(argv)
     out = Path(a.out or Path(a.folder) / "results.md")
     out.parent.mkdir(parents=True, exist_ok=True)

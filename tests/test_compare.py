@@ -98,13 +98,16 @@ def test_report_shows_each_objectives_step_credit_beside_where_it_is_decided(tmp
     imp.write_text(json.dumps({"steps": [0, 1, 2], "sigmas": [1.0, 0.8, 0.5], "objectives": ["color", "pattern"],
                                "decided": [[0.7, 0.1], [0.2, 0.3], [0.1, 0.6]], "spread": [[0.2, 0.01]] * 3,
                                "checkpoint": None}))
+    trained = tmp_path / "importance_trained.json"  # the same measurement on a trained checkpoint
+    trained.write_text(imp.read_text().replace('"checkpoint": null', '"checkpoint": "study/otca_seed0"'))
     out = tmp_path / "results.md"
-    assert report.main([str(tmp_path), "--out", str(out), "--step-importance", str(imp)]) == 0
+    assert report.main([str(tmp_path), "--out", str(out), "--step-importance", str(imp), str(trained)]) == 0
     text = out.read_text()
+    assert "decided, on the trained checkpoint study/otca_seed0" in text
     assert "## otca_objective: each objective's own step credit" in text
     assert "| x | 2.00 | - | 0.50 | - |" in text and "| y |" not in text   # y logs no step credit: no row
     assert "| color (0.200) | 0.70 | 0.20 | 0.10 |" in text and "| pattern (0.010) | 0.10 | 0.30 | 0.60 |" in text
-    assert "2 (sigma 0.50)" in text and "the base model" in text
+    assert "2 (sigma 0.50)" in text and "decided, on the base model" in text
     # --methods picks and orders; a method without a finished run, or a file that is not step importance: exit 2
     assert report.main([str(tmp_path), "--out", str(out), "--methods", "otca_objective"]) == 0
     assert "| grpo |" not in out.read_text() and "each objective's own step credit" in out.read_text()
