@@ -59,7 +59,7 @@ def test_the_report_page_from_run_folders(tmp_path):
     assert report.main([str(tmp_path), "--out", str(out)]) == 0
     text = out.read_text()
     assert "seeds [0, 1, 2]" in text and "| moca |" not in text and "moca_seed0" not in text
-    assert "| otca | +0.100 +- 0.000 (p 0.00)* | +0.200 +- 0.000 (p 0.00)* |" in text
+    assert "| otca | +0.200 +- 0.000 (p 0.00)* | +0.100 +- 0.000 (p 0.00)* |" in text  # x, then the total
     assert "| otca | 10 | 0.50 | 12 |" in text  # half of grpo's iterations; training time 20 x (0.5, 0.6, 0.7) s
     assert (tmp_path / "docs" / "results_curves.png").stat().st_size > 0
     assert "![step weights](results_steps.png)" in text and (tmp_path / "docs" / "results_steps.png").exists()
@@ -104,6 +104,7 @@ def test_report_shows_each_objectives_step_credit_beside_where_it_is_decided(tmp
     assert report.main([str(tmp_path), "--out", str(out), "--step-importance", str(imp), str(trained)]) == 0
     text = out.read_text()
     assert "decided, on the trained checkpoint study/otca_seed0" in text
+    assert "| method | x | total |" in text  # columns in the config's order (rewards first), the total last
     assert "## otca_objective: each objective's own step credit" in text
     assert "| x | 2.00 | - | 0.50 | - |" in text and "| y |" not in text   # y logs no step credit: no row
     assert "| color (0.200) | 0.70 | 0.20 | 0.10 |" in text and "| pattern (0.010) | 0.10 | 0.30 | 0.60 |" in text
