@@ -199,6 +199,8 @@ def paired_table(res: Results, baseline: str = "grpo", objectives: list[str] | N
     objectives = objectives or list(res.final[baseline])
 
     def cell(c: dict) -> str:
+        if c["n"] < 2:  # one pair: no interval, no test
+            return f"{c['diff']:+.3f} (1 seed)"
         return f"{c['diff']:+.3f} +- {c['ci95']:.3f} (p {c['p']:.2f})" + ("*" if c["p"] < 0.05 else "")
 
     return markdown(f"method - {baseline}", objectives,
@@ -225,8 +227,8 @@ def table(res: Results, objectives: list[str] | None = None, ci: bool = False) -
     ci the mean +- the half-width of its 95 % confidence interval (Student's t, stats.py)."""
     objectives = objectives or list(next(iter(res.final.values())))
     spread = (lambda v: mean_ci(v)[1]) if ci else (lambda v: v.std())
-    return markdown("method", objectives, {name: [f"{f[o].mean():.3f} +- {spread(f[o]):.3f}" for o in objectives]
-                                            for name, f in res.final.items()})
+    fmt = lambda v: f"{v.mean():.3f}" + (f" +- {spread(v):.3f}" if len(v) > 1 else "")  # noqa: E731 (one seed: no spread)
+    return markdown("method", objectives, {name: [fmt(f[o]) for o in objectives] for name, f in res.final.items()})
 
 
 def plot_curves(res: Results, ax, title: str = "") -> None:

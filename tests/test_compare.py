@@ -113,5 +113,8 @@ def test_report_shows_each_objectives_step_credit_beside_where_it_is_decided(tmp
     assert report.main([str(tmp_path), "--out", str(out), "--methods", "otca_objective"]) == 0
     assert "| grpo |" not in out.read_text() and "each objective's own step credit" in out.read_text()
     assert report.main([str(tmp_path), "--out", str(out), "--methods", "grpo", "tcd"]) == 2
+    assert report.main([str(tmp_path), "--out", str(out)]) == 0  # one seed: values without spread, no test
+    text = out.read_text()
+    assert "One seed only" in text and "nan" not in text and "| otca_objective | +0.000 (1 seed) | +0.000 (1 seed) |" in text
     imp.write_text(json.dumps({"steps": [0]}))
     assert report.main([str(tmp_path), "--out", str(out), "--step-importance", str(imp)]) == 2
