@@ -138,13 +138,13 @@ def importance_table(path: Path) -> str:
     imp = json.loads(Path(path).read_text())
     try:
         decided, steps, names = np.array(imp["decided"]), imp["steps"], imp["objectives"]
+        sigmas, spread0 = imp["sigmas"], np.array(imp["spread"])[0]
     except KeyError as e:
         raise ValueError(f"{path} is not a bench/step_importance.py --json file (no {e}): write one with "
                          "python bench/step_importance.py --preset PRESET --json FILE") from None
-    spread0 = np.array(imp["spread"])[0] if "spread" in imp else np.full(len(names), np.nan)
     # an objective that hardly varies even from step 0 has shares of a near-0 spread: noise, so its spread is shown
     return compare.markdown("objective (spread at step 0) \\ step",
-                            [f"{t} (sigma {s:.2f})" for t, s in zip(steps, imp["sigmas"])],
+                            [f"{t} (sigma {s:.2f})" for t, s in zip(steps, sigmas)],
                             {f"{n} ({spread0[j]:.3f})": [f"{x:.2f}" for x in decided[:, j]] for j, n in enumerate(names)})
 
 
