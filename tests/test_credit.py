@@ -211,3 +211,21 @@ def test_adv_rms_reaches_the_update(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "update", spy)
     m = t.iteration(0)
     assert abs(float(seen[0].pow(2).mean().sqrt()) - 0.5) < 1e-6 and m["credit/rms_before_matching"] > 0
+
+
+def test_splitting_alignment_into_parts_changes_only_objective_aware_methods():
+    """shapesworld2-image-parts: same weighted total as shapesworld2-image, so total-only methods are unchanged
+    (up to rounding) and objective-aware ones are not (the pattern is standardised on its own)."""
+    from otca_lib.config import preset
+    whole, split = preset("shapesworld2-image"), preset("shapesworld2-image-parts")
+    g = torch.Generator().manual_seed(5)
+    parts = {k: torch.rand(B, generator=g) for k in whole.eval_metrics}
+    parts["sw2_pattern"] = parts["sw2_pattern"] * 4  # a part with a larger spread: per-objective scaling matters
+    others = {"sw2_quality": torch.rand(B, generator=g), "sw2_aesthetic": torch.rand(B, generator=g)}
+    r_whole = {"sw2_alignment": torch.stack(list(parts.values())).mean(0), **others}
+    r_split = {k: parts[k] if k in parts else others[k] for k in split.rewards}
+    assert sum(split.rewards.values()) == pytest.approx(1.0 + sum(v for k, v in whole.rewards.items() if k != "sw2_alignment"))
+    for name, same in (("grpo", True), ("tcd", True), ("noise_weighted", True), ("per_reward", False), ("moca", False)):
+        a, _ = advantage(name, inp(r=r_whole, c=dataclasses.replace(whole, moca_lambda=0.0)))
+        b, _ = advantage(name, inp(r=r_split, c=dataclasses.replace(split, moca_lambda=0.0)))
+        assert torch.allclose(a, b, atol=1e-5) == same, name
