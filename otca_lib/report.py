@@ -133,19 +133,24 @@ def objective_credit_tables(folder: Path, runs: dict, seeds: list[int]) -> dict[
     return tables
 
 
-def importance_table(path: Path) -> str:
-    """The share of each objective's outcome decided at each step (bench/step_importance.py --json), as markdown."""
+def read_importance(path: Path) -> dict:
+    """A bench/step_importance.py --json file, checked for the fields the page uses."""
     imp = json.loads(Path(path).read_text())
-    try:
-        decided, steps, names = np.array(imp["decided"]), imp["steps"], imp["objectives"]
-        sigmas, spread0 = imp["sigmas"], np.array(imp["spread"])[0]
-    except KeyError as e:
-        raise ValueError(f"{path} is not a bench/step_importance.py --json file (no {e}): write one with "
-                         "python bench/step_importance.py --preset PRESET --json FILE") from None
+    missing = [k for k in ("decided", "steps", "objectives", "sigmas", "spread") if k not in imp]
+    if missing:
+        raise ValueError(f"{path} is not a bench/step_importance.py --json file (no {missing}): write one with "
+                         "python bench/step_importance.py --preset PRESET --json FILE")
+    return imp
+
+
+def importance_table(imp: dict) -> str:
+    """The share of each objective's outcome decided at each step (read_importance), as markdown."""
+    decided, spread0 = np.array(imp["decided"]), np.array(imp["spread"])[0]
     # an objective that hardly varies even from step 0 has shares of a near-0 spread: noise, so its spread is shown
     return compare.markdown("objective (spread at step 0) \\ step",
-                            [f"{t} (sigma {s:.2f})" for t, s in zip(steps, sigmas)],
-                            {f"{n} ({spread0[j]:.3f})": [f"{x:.2f}" for x in decided[:, j]] for j, n in enumerate(names)})
+                            [f"{t} (sigma {s:.2f})" for t, s in zip(imp["steps"], imp["sigmas"])],
+                            {f"{n} ({spread0[j]:.3f})": [f"{x:.2f}" for x in decided[:, j]]
+                             for j, n in enumerate(imp["objectives"])})
 
 
 def plot_step_weights(folder: Path, runs: dict, seeds: list[int], path: Path) -> Path | None:
@@ -247,8 +252,8 @@ def credit_sections(folder: Path, runs: dict, seeds: list[int], out: Path) -> li
 
 def importance_section(path: Path) -> list[str]:
     """Where each objective is decided, from one bench/step_importance.py --json file."""
-    table = importance_table(path)
-    imp = json.loads(Path(path).read_text())
+    imp = read_importance(path)
+    table = importance_table(imp)
     on = f"the trained checkpoint {imp['checkpoint']}" if imp.get("checkpoint") else "the base model"
     return [f"## Where each objective is decided, on {on}", "", f"From `{imp.get('command', 'bench/step_importance.py')}`: "
             "the share of each objective's spread over re-noised continuations that step t removes (its last "

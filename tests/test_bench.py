@@ -54,8 +54,8 @@ def test_conflict_and_step_importance_measurements_run(tmp_path):
     out = run("bench/step_importance.py", "--preset", "shapesworld-image", "--trajectories", "2", "--repeats", "2",
               "--json", str(tmp_path / "imp.json"))
     assert "share of the outcome decided at step k" in out and out.count("\n 6 ") == 2
-    from otca_lib.report import importance_table  # the study report reads what the script wrote
-    table = importance_table(tmp_path / "imp.json")
+    from otca_lib.report import importance_table, read_importance  # the study report reads what the script wrote
+    table = importance_table(read_importance(tmp_path / "imp.json"))
     assert table.count("\n") == 1 + 6 and "| color (" in table and "6 (sigma" in table  # 6 objectives x 7 steps
 
 
