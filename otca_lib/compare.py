@@ -269,11 +269,12 @@ def write_summary(out: Path, res: Results, header: str, weights: dict | None = N
     return t
 
 
-def captioned_samples(res: Results, prompts: list[str], samples: int, size: int, out: Path, n: int = 8) -> Path:
+def captioned_samples(res: Results, prompts: list[str], samples: int, size: int, out: Path, n: int = 8) -> Path | None:
     """samples.png: n held-out samples from across the prompt list, of the base model and of each method's last
     evaluation (a video's first frame), the prompt under each column. They are tiles of the trainer's evaluation grid
     (8 per row), whose tile i is held-out prompt i (mod the number of prompts): the same tile is the same prompt and
-    noise in every row."""
+    noise in every row. A method whose first seed's run holds no evaluation grid (a study folder that keeps only the
+    runs' records, as results/ does) gets no row; None when no run has one."""
     import textwrap
 
     import matplotlib
@@ -281,7 +282,9 @@ def captioned_samples(res: Results, prompts: list[str], samples: int, size: int,
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    rows = {name: np.asarray(Image.open(files[-1]).convert("RGB")) for name, files in res.samples.items()}
+    rows = {name: np.asarray(Image.open(files[-1]).convert("RGB")) for name, files in res.samples.items() if files}
+    if not rows:
+        return None
     m = min(samples, len(prompts))
     tiles = sorted({(37 * i) % m for i in range(n)})  # a stride of 37: mixed sizes, patterns and positions
     fig, axes = plt.subplots(len(rows), len(tiles), figsize=(1.25 * len(tiles), 1.5 * len(rows)), squeeze=False)

@@ -118,3 +118,18 @@ def test_report_shows_each_objectives_step_credit_beside_where_it_is_decided(tmp
     assert "One seed only" in text and "nan" not in text and "| otca_objective | +0.000 (1 seed) | +0.000 (1 seed) |" in text
     imp.write_text(json.dumps({"steps": [0]}))
     assert report.main([str(tmp_path), "--out", str(out), "--step-importance", str(imp)]) == 2
+
+
+def test_sample_grid_leaves_out_runs_that_keep_only_their_records(tmp_path):
+    """results/ keeps each run's records without its sample grids: the grid shows the runs that have them, and
+    a study with none gives None instead of an IndexError at the notebook's last cell."""
+    from PIL import Image
+
+    for method in ("grpo", "otca"):
+        write_run(tmp_path, method, 0, [(0, 1.0), (10, 1.1)])
+    res = compare.gather(tmp_path, ["grpo", "otca"], [0])
+    assert compare.captioned_samples(res, ["a red circle"] * 8, 8, 4, tmp_path) is None
+    for name in ("eval_000000.png", "eval_000010.png"):  # grids of 8 tiles of 4 x 4 pixels
+        Image.new("RGB", (32, 4)).save(compare.run_dir(tmp_path, "otca", 0) / "samples" / name)
+    res = compare.gather(tmp_path, ["grpo", "otca"], [0])
+    assert compare.captioned_samples(res, ["a red circle"] * 8, 8, 4, tmp_path) == tmp_path / "samples.png"
