@@ -1,4 +1,4 @@
-# make demo   GRPO and OTCA on the shipped ShapesWorld image model, a few minutes (creates .venv if missing)
+# make demo   GRPO and OTCA on the shipped ShapesWorld image model, about 5 minutes side by side (creates .venv if missing)
 # make smoke  a 30-iteration GRPO run on a tiny random SD3 pipeline (seconds per iteration)
 # make test   the whole test suite (creates .venv and installs if missing); CI runs exactly this
 # make bench  the CPU benchmark table (bench/cpu_iteration.py)

@@ -1,6 +1,6 @@
 """The repository's main job in a few minutes: GRPO and OTCA trained on the shipped ShapesWorld image model.
 
-    python -m otca_lib.demo [--iterations 45] [--seed 0] [--out runs/demo]        (what `make demo` runs)
+    python -m otca_lib.demo [--iterations 45] [--seed 0] [--jobs 2] [--out runs/demo]   (what `make demo` runs)
 
 Both methods start from the same base model (ShapesWorld level 2, `data/models/shapesworld2-image`) with the
 same seed, rewards and budget (the preset `shapesworld2-image`); each run evaluates the base model first and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,8 +34,14 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=45, help="iterations per method (3-6 s each on a 2-core CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/demo", help="folder of the two runs and the figures")
+    # two runs side by side with one thread each finish sooner than one after the other with two threads: torch's
+    # threads scale poorly on this tiny model (compare.train_configs; README: make demo)
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="runs trained at once, each with cores / jobs threads (default: 2 where there are 2 cores)")
     ap.add_argument("--smoke", action="store_true", help="the preset shrunk to seconds (tests)")
     a = ap.parse_args(argv)
+    if a.jobs < 1:
+        ap.error(f"--jobs {a.jobs}: give 1 (one run after the other) or more (runs side by side)")
     if a.iterations < 3:
         ap.error(f"--iterations {a.iterations}: give at least 3 (the run is evaluated every third of it)")
     every = a.iterations // 3
@@ -42,11 +49,13 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(smoke(cfg) if a.smoke else cfg, iterations=a.iterations, eval_every=every,
                               checkpoint_every=every)
     out = Path(a.out)
-    print(f"demo: {', '.join(METHODS)} on {cfg.model}, seed {a.seed}, {a.iterations} iterations each, "
-          f"torch threads {torch.get_num_threads()} (set OMP_NUM_THREADS to change)", file=sys.stderr)
+    threads = max(1, (os.cpu_count() or 1) // a.jobs) if a.jobs > 1 else torch.get_num_threads()
+    print(f"demo: {', '.join(METHODS)} on {cfg.model}, seed {a.seed}, {a.iterations} iterations each, {a.jobs} "
+          f"run(s) at once with {threads} torch thread(s) each (set --jobs, or OMP_NUM_THREADS with --jobs 1)",
+          file=sys.stderr)
     t0 = time.time()
     try:
-        compare.train_runs(cfg, list(METHODS), [a.seed], out)
+        compare.train_runs(cfg, list(METHODS), [a.seed], out, jobs=a.jobs)
     except ValueError as e:  # a folder of a demo run with other settings: never mixed in
         print(f"error: {e}", file=sys.stderr)
         return 2
