@@ -259,7 +259,8 @@ def shapesworld2_image_parts() -> Config:
     methods that see only the total (grpo, tcd, noise_weighted) train exactly as on shapesworld2-image, up to
     rounding, while objective-aware ones (per_reward, moca, otca, otca_objective) see the pattern, the objective
     that is decided late, on its own instead of averaged into alignment (docs/results.md: why the study's methods
-    do not separate on shapesworld2-image). sw2_alignment stays in evaluation for comparison."""
+    do not separate on shapesworld2-image; docs/results_parts.md: what the split changes). sw2_alignment stays in
+    evaluation for comparison."""
     c = shapesworld2_image()
     c.output_dir = "runs/shapesworld2-image-parts"
     parts = c.eval_metrics  # sw2_color, sw2_shape, sw2_position, sw2_size, sw2_pattern
