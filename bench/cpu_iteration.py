@@ -6,7 +6,8 @@
 Prints a table: seconds per phase (sample, reward, advantage, update), the iteration total, peak
 memory, and the overhead ratio = iteration time / bare compute, where bare compute is the same
 transformer calls with the same batch shapes and nothing else: the rollout's no-grad forwards and
-the update's forward + backward passes. A ratio near 1 means the trainer adds little around the model.
+the update's forward + backward passes (and, with a KL anchor, beta > 0, the reference policy's no-grad forward
+on the same pairs, which the update needs). A ratio near 1 means the trainer adds little around the model.
 
 With --credit-table it instead runs the same iterations (same seeds, so the same first rollout) with
 every credit method and two rewards, and prints each method's advantage-phase time and its whole
@@ -29,7 +30,8 @@ from otca_lib.train import Trainer
 
 
 def bare_compute(tr: Trainer, repeats: int) -> tuple[float, float]:
-    """Seconds of (rollout forwards, update forward+backwards) for one iteration's shapes."""
+    """Seconds of (rollout forwards, update forward+backwards with the reference forward when beta > 0) for one
+    iteration's shapes."""
     c, pol, a = tr.cfg, tr.policy, tr.arith
     n, shape = a["samples_per_process"], tr.spec.latent_shape
     cond = pol.encode_prompts(["a red circle"] * max(c.rollout_batch_size, c.train_micro_batch))
@@ -50,7 +52,11 @@ def bare_compute(tr: Trainer, repeats: int) -> tuple[float, float]:
         t1 = time.perf_counter()
         pairs = a["pairs_per_process"]
         for lo in range(0, pairs, c.train_micro_batch):
-            fwd(min(c.train_micro_batch, pairs - lo)).square().mean().backward()
+            batch = min(c.train_micro_batch, pairs - lo)
+            if c.beta > 0:  # the KL anchor's reference forward (update.pair_loss): part of the model's work
+                with torch.no_grad(), pol.reference():
+                    fwd(batch)
+            fwd(batch).square().mean().backward()
         for p in params:
             p.grad = None
         t2 = time.perf_counter()
