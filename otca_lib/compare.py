@@ -61,6 +61,12 @@ def train_runs(base, methods: list[str], seeds: list[int], out: Path, num_proces
     train_configs(runs, num_processes, accelerate_config, jobs)
 
 
+def child_threads(jobs: int) -> int | None:
+    """OMP_NUM_THREADS of each child when `jobs` runs train at once: cores // jobs (at least 1); None for jobs = 1
+    (one run at a time keeps torch's own thread count)."""
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
 def train_configs(runs: dict, num_processes: int = 1, accelerate_config: str = "configs/accelerate/ddp.yaml",
                   jobs: int = 1) -> None:
     """Train every {folder: Config} in order (each config's output_dir is its folder): in this process
@@ -93,7 +99,7 @@ def train_configs(runs: dict, num_processes: int = 1, accelerate_config: str = "
         for run in pending:
             _train_here(*run)
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    threads = child_threads(jobs)
     with ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(_train_child, *run, num_processes, accelerate_config, threads) for run in pending]
         for future in as_completed(futures):

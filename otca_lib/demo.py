@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(smoke(cfg) if a.smoke else cfg, iterations=a.iterations, eval_every=every,
                               checkpoint_every=every)
     out = Path(a.out)
-    threads = max(1, (os.cpu_count() or 1) // a.jobs) if a.jobs > 1 else torch.get_num_threads()
+    threads = compare.child_threads(a.jobs) or torch.get_num_threads()
     print(f"demo: {', '.join(METHODS)} on {cfg.model}, seed {a.seed}, {a.iterations} iterations each, {a.jobs} "
           f"run(s) at once with {threads} torch thread(s) each (set --jobs, or OMP_NUM_THREADS with --jobs 1)",
           file=sys.stderr)
