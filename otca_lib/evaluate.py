@@ -1,16 +1,19 @@
 """Evaluation from the command line: a preset's model (base or trained), or written samples, scored.
 
     python -m otca_lib.evaluate --preset shapesworld2-image [--checkpoint DIR | --folder DIR] [--prompts FILE]
-                                [--samples-per-prompt N] [--json FILE]
+                                [--samples-per-prompt N] [--steps N] [--json FILE]
 
 It scores a checkpoint (sampling the held-out prompts deterministically with fixed seeds) or a folder written
 by ``python -m otca_lib.sample``, and prints the mean of every reward with its 95 % confidence interval (1.96
-standard errors over samples). Without --checkpoint the preset's base model is used.
+standard errors over samples). Without --checkpoint the preset's base model is used. --steps samples with another
+number of ODE steps than the config's ``eval_num_steps`` (the trainer's held-out evaluation), e.g. 40 as Flow-GRPO
+evaluates SD3.5; the seeds stay the same, so only the step count differs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -59,10 +62,15 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", help="prompt file (default: the preset's held-out test prompts)")
     ap.add_argument("--samples-per-prompt", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, help="ODE sampling steps (default: the config's eval_num_steps)")
     ap.add_argument("--json", help="also write the summary here")
     a = ap.parse_args(argv)
     if a.samples_per_prompt < 1:
         ap.error(f"--samples-per-prompt {a.samples_per_prompt}: give at least 1")
+    if a.steps is not None and a.steps < 1:
+        ap.error(f"--steps {a.steps}: give at least 1 sampling step")
+    if a.folder and a.steps is not None:
+        ap.error("--steps sets how samples are drawn; --folder scores samples already drawn: give one of them")
     if a.folder and a.checkpoint:
         ap.error("give --checkpoint (sample and score) or --folder (score written samples), not both")
     if a.folder:
@@ -70,6 +78,8 @@ def main(argv=None) -> int:
         pixels, prompts = read_samples(Path(a.folder))
     else:
         cfg, policy = load(a.preset, a.checkpoint)
+        if a.steps is not None:
+            cfg = dataclasses.replace(cfg, eval_num_steps=a.steps)
         base = read_prompts(a.prompts or cfg.test_prompts)
         prompts = [p for p in base for _ in range(a.samples_per_prompt)]
         pixels = generate(cfg, policy, prompts, [sample_seed(a.seed, Stream.EVAL, i) for i in range(len(prompts))])

@@ -94,6 +94,8 @@ CASES = [
     Case("evaluate", "--preset tiny-sd3 --folder EMPTY", "a samples folder without index.json"),
     Case("evaluate", "--preset tiny-sd3 --prompts TMP/none.txt", "a prompt file that does not exist"),
     Case("evaluate", "--preset tiny-sd3 --samples-per-prompt 0", "zero samples per prompt"),
+    Case("evaluate", "--preset tiny-sd3 --steps 0", "zero sampling steps"),
+    Case("evaluate", "--preset tiny-sd3 --folder EMPTY --steps 40", "sampling steps for samples already drawn"),
     Case("evaluate", "--preset tiny-sd3 --checkpoint RUN --folder EMPTY", "both --checkpoint and --folder"),
     Case("evaluate", "--preset tiny-sd3 --checkpoint RUN --prompts TMP/one.txt", "a checkpoint with NaN weights",
          "nan"),

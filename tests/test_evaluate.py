@@ -21,6 +21,30 @@ def test_sample_then_evaluate_the_folder(tmp_path, capsys):
     assert "95% CI" in capsys.readouterr().out
 
 
+def test_steps_changes_only_the_number_of_sampling_steps(tmp_path, monkeypatch):
+    """--steps replaces the config's eval_num_steps and nothing else: the default equals --steps with that number,
+    and another number draws other samples from the same seeds."""
+    from otca_lib import sample as sample_module
+
+    seen = []
+    real = sample_module.sample
+
+    def spy(policy, prompts, spec, **kw):
+        seen.append(len(spec.sigmas) - 1)
+        return real(policy, prompts, spec, **kw)
+
+    monkeypatch.setattr(sample_module, "sample", spy)
+    means = []
+    for extra in ([], ["--steps", str(preset("tiny-sd3-pixel").eval_num_steps)], ["--steps", "2"]):
+        out = tmp_path / f"s{len(means)}.json"
+        assert evaluate.main(["--preset", "tiny-sd3-pixel", "--prompts", "data/prompts/tiny_test.txt",
+                              "--json", str(out), *extra]) == 0
+        means.append(json.loads(out.read_text())["brightness"]["mean"])
+    default = preset("tiny-sd3-pixel").eval_num_steps
+    assert seen == [default, default, 2] and default != 2
+    assert means[0] == means[1] and means[2] != means[0]
+
+
 def test_videos_round_trip_through_gif_and_npy(tmp_path):
     caps = sw.prompts("video", "test")[:3]
     pixels = sw.render_batch(caps, seed=0)
